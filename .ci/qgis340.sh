@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Run the test suite on QGIS 3.40 LTR inside a cached Debian 13 (trixie) chroot.
+# Usage: .ci/qgis340.sh [pytest args...]   (as root; the chroot is kept in $TRIXIE_ROOT between runs)
+set -euo pipefail
+ROOT="${TRIXIE_ROOT:-/opt/civic311-trixie}"
+CHECKOUT="$(cd "$(dirname "$0")/.." && pwd)"
+SHARED="$(cd "$CHECKOUT/.." && pwd)/shared"
+PKGS="qgis python3-qgis qgis-providers python3-pandas python3-sklearn python3-requests python3-pytest python3-venv python3-pip"
+
+if [ ! -f "$ROOT/.civic311-base" ]; then
+    command -v debootstrap >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap; }
+    rm -rf "$ROOT"
+    debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian
+    touch "$ROOT/.civic311-base"
+fi
+if [ ! -f "$ROOT/.civic311-qgis" ]; then
+    cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    chroot "$ROOT" bash -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS"
+    touch "$ROOT/.civic311-qgis"
+fi
+if [ ! -f "$ROOT/.civic311-venv" ]; then
+    # pip inside the chroot cannot verify the registry's certificate: fetch wheels on the host
+    rm -rf "$ROOT/tmp/whl" && mkdir -p "$ROOT/tmp/whl"
+    /usr/bin/python3 -m pip download -q --no-deps -d "$ROOT/tmp/whl" pytest-qgis==5.0.2
+    chroot "$ROOT" bash -c "python3 -m venv --system-site-packages /opt/venv && /opt/venv/bin/pip install -q --no-index --no-deps /tmp/whl/*.whl"
+    touch "$ROOT/.civic311-venv"
+fi
+
+mkdir -p "$ROOT/work/main" "$ROOT/work/shared" "$ROOT/proc"
+cleanup() {
+    umount "$ROOT/work/main" 2>/dev/null || true
+    umount "$ROOT/work/shared" 2>/dev/null || true
+    umount "$ROOT/proc" 2>/dev/null || true
+}
+trap cleanup EXIT
+mount --bind "$CHECKOUT" "$ROOT/work/main"
+[ -d "$SHARED" ] && mount --bind "$SHARED" "$ROOT/work/shared"
+mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+chroot "$ROOT" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
+    CIVIC311_PYTEST_CACHE=/tmp/civic311-pytest \
+    bash -c "cd /work/main && /opt/venv/bin/python -P -m pytest -p no:cacheprovider tests $*"

@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Per-precinct request counts, rates per registered voter, empirical-Bayes smoothing and quintiles."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+def slugify(text: str, max_len: int = 40) -> str:
+    """ASCII, lowercase, underscores: 'Pothole in Street' -> 'pothole_in_street'."""
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")
+    return (slug or "other")[:max_len].rstrip("_")
+
+
+def category_field_names(categories: list[str]) -> list[str]:
+    """Unique ``cat_<slug>`` names for categories (suffix _2, _3 where slugs collide)."""
+    names: list[str] = []
+    for cat in categories:
+        base = "cat_" + slugify(cat)
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def empirical_bayes_rates(events: np.ndarray, population: np.ndarray) -> np.ndarray:
+    """Global empirical-Bayes smoothed rates (Marshall 1991), as rates per person.
+
+    b = sum(O) / sum(n); s2 = sum(n_i (r_i - b)^2) / sum(n); a = max(s2 - b / mean(n), 0);
+    EB_i = b + a / (a + b / n_i) * (r_i - b). Rows with missing or non-positive population get NaN and do not
+    enter the estimates.
+    """
+    o = np.asarray(events, dtype=float)
+    n = np.asarray(population, dtype=float)
+    ok = np.isfinite(n) & (n > 0) & np.isfinite(o)
+    out = np.full(len(o), np.nan)
+    if not ok.any():
+        return out
+    oi, ni = o[ok], n[ok]
+    r = oi / ni
+    b = oi.sum() / ni.sum()
+    s2 = (ni * (r - b) ** 2).sum() / ni.sum()
+    a = max(s2 - b / ni.mean(), 0.0)
+    if a == 0.0 and b == 0.0:
+        out[ok] = 0.0
+        return out
+    shrink = a / (a + b / ni)
+    out[ok] = b + shrink * (r - b)
+    return out
+
+
+def quintiles(values: np.ndarray) -> np.ndarray:
+    """1..5 (5 = highest) by rank; ties share the lower class; NaN stays NaN (returned as 0)."""
+    v = np.asarray(values, dtype=float)
+    out = np.zeros(len(v), dtype=np.int64)
+    ok = np.isfinite(v)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    ranks = pd.Series(v[ok]).rank(method="min").to_numpy()
+    out[ok] = np.minimum(np.floor(5 * (ranks - 1) / m).astype(np.int64) + 1, 5)
+    return out
+
+
+@dataclass
+class PrecinctSummary:
+    requests: np.ndarray
+    rate_1k: np.ndarray
+    rate_eb: np.ndarray
+    quintile: np.ndarray
+    turnout: np.ndarray
+    top_category: np.ndarray  # object array, None where no requests
+    category_names: list[str]  # city-wide top categories, most frequent first
+    category_fields: list[str]
+    category_counts: np.ndarray  # (n_precincts, n_categories) float, NaN where suppressed
+    matched: int
+    unmatched: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts: int,
+              voters: np.ndarray | None = None, ballots: np.ndarray | None = None,
+              top_n: int = 5, suppress_below: int = 0) -> PrecinctSummary:
+    """Counts by precinct from a point->precinct assignment (-1 = outside every precinct)."""
+    assignment = np.asarray(assignment, dtype=np.int64)
+    inside = assignment >= 0
+    requests = np.bincount(assignment[inside], minlength=n_precincts).astype(np.int64)
+    matched = int(inside.sum())
+    warns: list[str] = []
+    nan = np.full(n_precincts, np.nan)
+    rate_1k, rate_eb, turnout = nan.copy(), nan.copy(), nan.copy()
+    if voters is not None:
+        v = np.asarray(voters, dtype=float)
+        bad = ~(np.isfinite(v) & (v > 0))
+        if bad.any():
+            warns.append(f"{int(bad.sum())} precinct(s) have no positive registered-voter count: their rates "
+                         "are NULL and they are left out of the empirical-Bayes estimate and the quintiles.")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate_1k = np.where(bad, np.nan, requests / v * 1000.0)
+        rate_eb = empirical_bayes_rates(requests, v) * 1000.0
+        quint = quintiles(rate_eb)
+        if ballots is not None:
+            bl = np.asarray(ballots, dtype=float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                turnout = np.where(bad | ~np.isfinite(bl), np.nan, bl / v)
+            if np.nanmax(turnout, initial=0) > 1:
+                warns.append("Some precincts have more ballots than registered voters (turnout > 1): check the "
+                             "ballots and voters fields.")
+    else:
+        quint = quintiles(requests.astype(float))
+
+    top_category = np.full(n_precincts, None, dtype=object)
+    names: list[str] = []
+    counts = np.zeros((n_precincts, 0))
+    if categories is not None and matched:
+        cats = pd.Series(np.asarray(categories, dtype=object)[inside]).fillna("(none)").astype(str)
+        frame = pd.DataFrame({"p": assignment[inside], "c": cats.to_numpy()})
+        city = frame["c"].value_counts()
+        city = city.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+        names = list(city.index[:max(int(top_n), 0)])
+        table = pd.crosstab(frame["p"], frame["c"])
+        table = table.reindex(index=range(n_precincts), fill_value=0)
+        # most frequent category per precinct; ties go to the alphabetically first (columns are sorted)
+        has = table.to_numpy().sum(axis=1) > 0
+        top_category[has] = table.columns.to_numpy()[table.to_numpy().argmax(axis=1)][has]
+        counts = table.reindex(columns=names, fill_value=0).to_numpy(dtype=float)
+        if suppress_below > 0:
+            counts[counts < suppress_below] = np.nan
+    return PrecinctSummary(requests, rate_1k, rate_eb, quint, turnout, top_category, names,
+                           category_field_names(names), counts, matched, int((~inside).sum()), warns)

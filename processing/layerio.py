@@ -1,0 +1,286 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""QGIS <-> numpy glue: bulk reads of point layers, polygon rings, metric CRSs and output fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
+    QgsProviderRegistry,
+    QgsRectangle,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QDateTime, QVariant
+
+from .core.geometry import Polygon, polygon_rings_from_wkb
+
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+@dataclass
+class PointTable:
+    """Point coordinates (in ``crs``) and selected attributes as numpy arrays; null geometries dropped."""
+
+    x: np.ndarray
+    y: np.ndarray
+    attrs: dict[str, np.ndarray]
+    crs: QgsCoordinateReferenceSystem
+    null_geometry: int = 0
+    total: int = 0
+
+
+def _plain_source_path(parameters, key, layer) -> tuple[str, str] | None:
+    """(path, layer name) when the layer can be read directly with OGR (no selection, filter or subset)."""
+    value = parameters.get(key)
+    if isinstance(value, QgsProcessingFeatureSourceDefinition):
+        if value.selectedFeaturesOnly or value.featureLimit != -1 or getattr(value, "filterExpression", ""):
+            return None
+    if layer is None or layer.providerType() != "ogr" or layer.subsetString():
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    path = parts.get("path")
+    if not path or parts.get("subset"):
+        return None
+    return path, parts.get("layerName") or ""
+
+
+def _decode_strings(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind == "S":
+        return pd.Series(arr).str.decode("utf-8", errors="replace").replace("", None).to_numpy(dtype=object)
+    if arr.dtype.kind == "O":
+        return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr], dtype=object)
+    return arr
+
+
+def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
+    """Bulk read through GDAL's Arrow stream: about 10x faster than iterating QgsFeatures."""
+    from osgeo import ogr
+
+    from .core.geometry import points_from_wkb
+
+    ds = ogr.Open(path)
+    if ds is None:
+        return None
+    lyr = ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0)
+    if lyr is None or not hasattr(lyr, "GetArrowStreamAsNumPy"):
+        return None
+    defn = lyr.GetLayerDefn()
+    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    # GDAL 3.6 returns empty geometries when every attribute is ignored and the FID is left out: keep the FID
+    lyr.SetIgnoredFields([n for n in names if n not in fields])
+    geom_col = lyr.GetGeometryColumn() or "wkb_geometry"
+    xs, ys, cols = [], [], {f: [] for f in fields}
+    for batch in lyr.GetArrowStreamAsNumPy(options=["USE_MASKED_ARRAYS=NO", "INCLUDE_FID=YES"]):
+        geoms = batch[geom_col]
+        if geoms.dtype.kind == "V":
+            raw = geoms.view(np.uint8).reshape(len(geoms), geoms.dtype.itemsize)
+            if geoms.dtype.itemsize < 21 or not np.isin(raw[:, 1], (1,)).all():
+                return None
+            x, y = points_from_wkb([bytes(r) for r in raw]) if not (raw[:, 0] == 1).all() else (
+                np.ascontiguousarray(raw[:, 5:13]).view("<f8").ravel(),
+                np.ascontiguousarray(raw[:, 13:21]).view("<f8").ravel())
+        else:
+            wkbs = [bytes(g) if g is not None else None for g in geoms]
+            if any(w is not None and len(w) >= 5 and w[1] not in (1,) for w in wkbs):
+                return None  # multipoints etc.: let QGIS handle them
+            x, y = points_from_wkb(wkbs)
+        xs.append(x)
+        ys.append(y)
+        for f in fields:
+            cols[f].append(_decode_strings(batch[f]))
+    if not xs:
+        return np.empty(0), np.empty(0), {f: np.empty(0, dtype=object) for f in fields}
+    return (np.concatenate(xs), np.concatenate(ys),
+            {f: np.concatenate(v) if v else np.empty(0, dtype=object) for f, v in cols.items()})
+
+
+def _qvariant_to_py(value):
+    if value is None or (isinstance(value, QVariant) and value.isNull()):
+        return None
+    if isinstance(value, QDateTime):
+        return value.toPyDateTime() if value.isValid() else None
+    if hasattr(value, "toPyDate"):
+        return value.toPyDate()
+    return value
+
+
+def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[str] = (),
+                dest_crs: QgsCoordinateReferenceSystem | None = None) -> PointTable:
+    """Coordinates and attributes of a point source, in ``dest_crs`` (default: the source CRS)."""
+    fields = [f for f in fields if f]
+    source = alg.parameterAsSource(parameters, key, context)
+    if source is None:
+        raise QgsProcessingException(alg.invalidSourceError(parameters, key))
+    if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.GeometryType.PointGeometry:
+        raise QgsProcessingException(f"{key} must be a point layer.")
+    missing = [f for f in fields if source.fields().lookupField(f) < 0]
+    if missing:
+        raise QgsProcessingException(f"{key} has no field {', '.join(missing)}: choose an existing field.")
+    crs = source.sourceCrs()
+    dest = dest_crs if dest_crs is not None and dest_crs.isValid() else crs
+    layer = alg.parameterAsVectorLayer(parameters, key, context)
+    plain = _plain_source_path(parameters, key, layer)
+    fast = _read_points_ogr(*plain, fields) if plain else None
+    if fast is not None:
+        x, y, attrs = fast
+        if dest != crs:
+            x, y = transform_xy(x, y, crs, dest, context)
+    else:
+        request = QgsFeatureRequest().setSubsetOfAttributes(fields, source.fields())
+        if dest != crs:
+            request.setDestinationCrs(dest, context.transformContext())
+        xs, ys, rows = [], [], {f: [] for f in fields}
+        idx = [source.fields().lookupField(f) for f in fields]
+        for feat in source.getFeatures(request):
+            if feedback.isCanceled():
+                break
+            geom = feat.geometry()
+            if geom.isNull() or geom.isEmpty():
+                xs.append(np.nan)
+                ys.append(np.nan)
+            else:
+                pt = geom.constGet()
+                if QgsWkbTypes.isMultiType(geom.wkbType()):
+                    pt = pt.geometryN(0)
+                xs.append(pt.x())
+                ys.append(pt.y())
+            attrs_row = feat.attributes()
+            for f, i in zip(fields, idx):
+                rows[f].append(_qvariant_to_py(attrs_row[i]))
+        x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        attrs = {f: np.asarray(v, dtype=object) for f, v in rows.items()}
+    ok = np.isfinite(x) & np.isfinite(y)
+    total = len(x)
+    return PointTable(x[ok], y[ok], {k: v[ok] for k, v in attrs.items()}, dest, int(total - ok.sum()), total)
+
+
+def transform_xy(x: np.ndarray, y: np.ndarray, src: QgsCoordinateReferenceSystem,
+                 dest: QgsCoordinateReferenceSystem, context) -> tuple[np.ndarray, np.ndarray]:
+    """Bulk coordinate transformation through OSR (same PROJ pipeline as QGIS for these CRSs)."""
+    if len(x) == 0 or src == dest:
+        return x, y
+    from osgeo import osr
+
+    def srs(crs):
+        s = osr.SpatialReference()
+        s.ImportFromWkt(crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT2_2019))
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        return s
+
+    ct = osr.CoordinateTransformation(srs(src), srs(dest))
+    out = np.asarray(ct.TransformPoints(np.column_stack([x, y])))
+    return out[:, 0].copy(), out[:, 1].copy()
+
+
+def metric_crs(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle, context) -> QgsCoordinateReferenceSystem:
+    """Azimuthal equidistant CRS centred on the data: distances in true metres whatever the input CRS."""
+    centre = QgsCoordinateTransform(crs, WGS84, context.transformContext()).transform(extent.center())
+    proj = f"+proj=aeqd +lat_0={centre.y():.6f} +lon_0={centre.x():.6f} +datum=WGS84 +units=m +no_defs"
+    return QgsCoordinateReferenceSystem.fromProj(proj)
+
+
+@dataclass
+class PolygonTable:
+    features: list[QgsFeature]
+    polygons: list[Polygon]
+    centroids: np.ndarray  # (n, 2) in the target CRS
+    repaired: list[str] = field(default_factory=list)
+
+
+def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, label_field: str = "") -> PolygonTable:
+    """Features and rings of a polygon source in ``dest_crs``; invalid geometries are repaired, never dropped."""
+    source = alg.parameterAsSource(parameters, key, context)
+    if source is None:
+        raise QgsProcessingException(alg.invalidSourceError(parameters, key))
+    if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.GeometryType.PolygonGeometry:
+        raise QgsProcessingException(f"{key} must be a polygon layer.")
+    transform = None
+    if dest_crs is not None and dest_crs.isValid() and dest_crs != source.sourceCrs():
+        transform = QgsCoordinateTransform(source.sourceCrs(), dest_crs, context.transformContext())
+    features, polygons, cents, repaired = [], [], [], []
+    for feat in source.getFeatures():
+        if feedback.isCanceled():
+            break
+        geom = feat.geometry()
+        if not geom.isNull() and not geom.isGeosValid():
+            label = str(feat[label_field]) if label_field else f"feature {feat.id()}"
+            geom = geom.makeValid()
+            if geom.type() != QgsWkbTypes.GeometryType.PolygonGeometry:
+                geom = geom.convertToType(QgsWkbTypes.GeometryType.PolygonGeometry, True) or geom
+            feat.setGeometry(geom)
+            repaired.append(label)
+        features.append(feat)
+        work = QgsGeometry(geom)
+        if not work.isNull() and QgsWkbTypes.isCurvedType(work.wkbType()):
+            work = QgsGeometry(work.constGet().segmentize())
+        if transform is not None and not work.isNull():
+            work.transform(transform)
+        polygons.append(polygon_rings_from_wkb(bytes(work.asWkb())) if not work.isNull() else [])
+        cent = work.centroid() if not work.isNull() else QgsGeometry()
+        cents.append((cent.asPoint().x(), cent.asPoint().y()) if not cent.isNull() else (np.nan, np.nan))
+    if repaired:
+        feedback.pushWarning(f"Repaired {len(repaired)} invalid polygon(s) with makeValid (kept, not dropped): "
+                             + ", ".join(repaired[:20]) + (" …" if len(repaired) > 20 else ""))
+    return PolygonTable(features, polygons, np.asarray(cents, dtype=float).reshape(-1, 2), repaired)
+
+
+QT_TYPES = {"int": QVariant.LongLong, "double": QVariant.Double, "string": QVariant.String}
+
+
+def output_fields(input_fields: QgsFields, new: list[tuple[str, str]], feedback=None) -> tuple[QgsFields, list[int]]:
+    """Input fields (minus any that clash with a new name) followed by the new fields.
+
+    Returns the fields and the indices of the kept input attributes.
+    """
+    new_names = {n.lower() for n, _ in new}
+    out = QgsFields()
+    keep = []
+    for i, fld in enumerate(input_fields):
+        if fld.name().lower() in new_names:
+            if feedback is not None:
+                feedback.pushWarning(f"Input field {fld.name()} is replaced by the computed field of that name.")
+            continue
+        out.append(fld)
+        keep.append(i)
+    for name, kind in new:
+        out.append(QgsField(name, QT_TYPES[kind]))
+    return out, keep
+
+
+def py_value(value):
+    """numpy scalar -> plain Python for QgsFeature attributes (NaN -> NULL)."""
+    if value is None:
+        return None
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def write_rows(sink, features: list[QgsFeature], keep: list[int], columns: list[np.ndarray], feedback,
+               geometries=None) -> None:
+    """Write input features (kept attributes) plus computed columns to ``sink``."""
+    n = len(features)
+    for i, feat in enumerate(features):
+        if feedback.isCanceled():
+            break
+        out = QgsFeature()
+        out.setGeometry(geometries[i] if geometries is not None else feat.geometry())
+        attrs = feat.attributes()
+        out.setAttributes([attrs[k] for k in keep] + [py_value(col[i]) for col in columns])
+        sink.addFeature(out)
+        if i % 500 == 0:
+            feedback.setProgress(100.0 * i / max(n, 1))

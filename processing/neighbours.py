@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Shared parameters and input reading of the algorithms that need spatial neighbours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from qgis.core import (
+    QgsFeature,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
+    QgsWkbTypes,
+)
+from scipy import sparse
+
+from .core.weights import NEIGHBOUR_LABELS, Neighbours, build_weights
+from .layerio import metric_crs, read_points, read_polygons
+
+NEIGHBOUR_HELP = (
+    "Neighbours: Queen contiguity (polygons sharing a vertex), Rook contiguity (sharing an edge), K nearest "
+    "neighbours (by centroid) or a fixed distance band in metres (DISTANCE = 0 picks the smallest band that "
+    "gives every feature a neighbour). Distances are measured in metres on an azimuthal equidistant projection "
+    "centred on the data, whatever the layer's CRS (geographic included)."
+)
+
+
+def add_neighbour_parameters(alg, permutations: bool = True) -> None:
+    alg.addParameter(QgsProcessingParameterEnum(
+        "NEIGHBOURS", alg.tr("Neighbours"), options=[alg.tr(x) for x in NEIGHBOUR_LABELS], defaultValue=0))
+    alg.addParameter(QgsProcessingParameterNumber(
+        "K", alg.tr("Number of neighbours (K nearest)"), QgsProcessingParameterNumber.Type.Integer, 8, minValue=1))
+    alg.addParameter(QgsProcessingParameterNumber(
+        "DISTANCE", alg.tr("Distance band (metres, 0 = automatic)"), QgsProcessingParameterNumber.Type.Double,
+        0.0, minValue=0.0))
+    if permutations:
+        alg.addParameter(QgsProcessingParameterNumber(
+            "PERMUTATIONS", alg.tr("Permutations (0 = analytic only)"), QgsProcessingParameterNumber.Type.Integer,
+            999, minValue=0, maxValue=99999))
+        seed = QgsProcessingParameterNumber("SEED", alg.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer,
+                                            1, minValue=0)
+        seed.setFlags(seed.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        alg.addParameter(seed)
+
+
+@dataclass
+class SpatialInput:
+    features: list[QgsFeature]
+    values: np.ndarray
+    weights: sparse.csr_matrix
+    band: float
+    source: object
+    is_polygon: bool
+
+
+def numeric_values(features, field_index: int) -> np.ndarray:
+    vals = [f.attributes()[field_index] for f in features]
+    return pd.to_numeric(pd.Series([None if v is None or str(v) == "NULL" else v for v in vals], dtype=object),
+                         errors="coerce").to_numpy(dtype=float)
+
+
+def read_spatial_input(alg, parameters, context, feedback, field_key: str = "FIELD",
+                       input_key: str = "INPUT", allow_null: bool = False) -> SpatialInput:
+    """Features, the analysis field and the neighbour matrix, checked and with the warnings analysts need."""
+    source = alg.parameterAsSource(parameters, input_key, context)
+    if source is None:
+        raise QgsProcessingException(alg.invalidSourceError(parameters, input_key))
+    field = alg.parameterAsString(parameters, field_key, context)
+    idx = source.fields().lookupField(field)
+    if idx < 0:
+        raise QgsProcessingException(f"{input_key} has no field {field}: choose a numeric field.")
+    kind = alg.parameterAsEnum(parameters, "NEIGHBOURS", context)
+    k = alg.parameterAsInt(parameters, "K", context)
+    distance = alg.parameterAsDouble(parameters, "DISTANCE", context)
+    if source.featureCount() == 0:
+        raise QgsProcessingException(f"{input_key} has no features.")
+    extent = source.sourceExtent()
+    metric = metric_crs(source.sourceCrs(), extent, context)
+    gtype = QgsWkbTypes.geometryType(source.wkbType())
+    if gtype == QgsWkbTypes.GeometryType.PolygonGeometry:
+        table = read_polygons(alg, parameters, input_key, context, feedback, dest_crs=metric)
+        features, polygons, xy = table.features, table.polygons, table.centroids
+    elif gtype == QgsWkbTypes.GeometryType.PointGeometry:
+        if kind in (Neighbours.QUEEN, Neighbours.ROOK):
+            raise QgsProcessingException("Contiguity neighbours need polygons: for points choose K nearest "
+                                         "neighbours or a fixed distance band.")
+        features = [f for f in source.getFeatures() if not f.geometry().isNull()]
+        dropped = source.featureCount() - len(features)
+        if dropped:
+            feedback.pushWarning(f"{dropped} feature(s) without geometry are left out of the analysis.")
+        pts = read_points(alg, parameters, input_key, context, feedback, (), dest_crs=metric)
+        polygons, xy = None, np.column_stack([pts.x, pts.y])
+        if len(xy) != len(features):
+            raise QgsProcessingException("Could not read the point coordinates consistently; save the layer to a "
+                                         "GeoPackage and try again.")
+    else:
+        raise QgsProcessingException(f"{input_key} must be a point or polygon layer.")
+    values = numeric_values(features, idx)
+    missing = ~np.isfinite(values)
+    if missing.any() and not allow_null:
+        raise QgsProcessingException(
+            f"{int(missing.sum())} feature(s) have a NULL or non-numeric {field}: fill them (e.g. with 0) or "
+            "filter them out before the analysis.")
+    n = len(values)
+    if n < 3:
+        raise QgsProcessingException(f"The analysis needs at least 3 features; {input_key} has {n}.")
+    if n < 30:
+        feedback.pushWarning(f"Only {n} features: local statistics are unreliable with fewer than 30 features.")
+    finite = values[np.isfinite(values)]
+    if len(finite) and np.allclose(finite, finite[0]):
+        feedback.pushWarning(f"{field} has zero variance (every value is {finite[0]:g}): z-scores are undefined "
+                             "and every feature is reported as not significant.")
+    weights, band = build_weights(kind, polygons, xy[:, 0], xy[:, 1], k=k, distance=distance)
+    islands = int((np.diff(weights.indptr) == 0).sum())
+    if islands:
+        feedback.pushWarning(f"{islands} feature(s) have no neighbours (islands): their statistics only reflect "
+                             "their own value and their permutation p-values are NULL. Consider K nearest "
+                             "neighbours or a larger distance band.")
+    if kind == Neighbours.DISTANCE:
+        feedback.pushInfo(f"Distance band: {band:.1f} m")
+    return SpatialInput(features, values, weights, band, source, polygons is not None)

@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Headless use must never silently break: run a civic311 algorithm through the real qgis_process binary."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, SAMPLE
+
+
+def qgis_process_binary():
+    for name in ("qgis_process.bin", "qgis_process"):
+        path = shutil.which(name)
+        if path and not open(path, "rb").read(2) == b"#!":
+            return path
+    pytest.fail("qgis_process binary not found: run `make deps`")
+
+
+def test_qgis_process_runs_precinctstats(tmp_path):
+    exe = qgis_process_binary()
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "civic311").symlink_to(ROOT, target_is_directory=True)
+    env = {**os.environ, "HOME": str(tmp_path), "QGIS_PLUGINPATH": str(plugins), "QT_QPA_PLATFORM": "offscreen",
+           "XDG_RUNTIME_DIR": str(tmp_path)}
+    subprocess.run([exe, "plugins", "enable", "civic311"], env=env, check=True, capture_output=True, timeout=120)
+    listing = subprocess.run([exe, "list"], env=env, check=True, capture_output=True, text=True, timeout=120)
+    assert "civic311:hotspots" in listing.stdout and "civic311:precinctstats" in listing.stdout
+    out = tmp_path / "stats.gpkg"
+    proc = subprocess.run(
+        [exe, "--json", "run", "civic311:precinctstats", "--",
+         f"REQUESTS={SAMPLE}|layername=requests", f"PRECINCTS={SAMPLE}|layername=precincts",
+         "PRECINCT_ID_FIELD=ward_prec", "VOTERS_FIELD=registered_voters", "BALLOTS_FIELD=ballots_cast",
+         f"OUTPUT={out}"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
+    assert results["MATCHED"] + results["UNMATCHED"] == 8304
+    assert results["MATCHED"] > 8200
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(str(out), "stats", "ogr")
+    assert layer.featureCount() == 1291
+    assert sum(f["requests"] for f in layer.getFeatures()) == results["MATCHED"]

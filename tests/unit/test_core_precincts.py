@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Point-in-polygon assignment, empirical-Bayes rates, quintiles and category counts."""
+
+import numpy as np
+import pytest
+
+from civic311.processing.core.geometry import assign_points_to_polygons, points_from_wkb, polygon_rings_from_wkb
+from civic311.processing.core.precincts import (
+    category_field_names,
+    empirical_bayes_rates,
+    quintiles,
+    slugify,
+    summarise,
+)
+
+
+def square(x0, y0, size=1.0):
+    return [np.array([[x0, y0], [x0 + size, y0], [x0 + size, y0 + size], [x0, y0 + size], [x0, y0]])]
+
+
+def test_shared_boundary_points_are_counted_once():
+    grid = [square(i, j) for j in range(3) for i in range(3)]
+    # points on shared edges and shared corners, and a grid of interior points
+    edge_pts = np.array([[1.0, 0.5], [2.0, 1.5], [0.5, 1.0], [1.0, 1.0], [2.0, 2.0], [1.5, 2.0]])
+    interior = np.array([[i + 0.5, j + 0.5] for j in range(3) for i in range(3)])
+    pts = np.vstack([edge_pts, interior, [[5.0, 5.0]]])
+    result = assign_points_to_polygons(pts[:, 0], pts[:, 1], grid)
+    assert (result[:-1] >= 0).all() and result[-1] == -1
+    assert np.bincount(result[result >= 0], minlength=9).sum() == len(pts) - 1
+    assert result[len(edge_pts):-1].tolist() == list(range(9))
+
+
+def test_holes_and_multipolygons():
+    outer = np.array([[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]], dtype=float)
+    hole = np.array([[4, 4], [6, 4], [6, 6], [4, 6], [4, 4]], dtype=float)
+    polys = [[outer, hole], square(4, 4, 2)[0:1] + square(20, 20)]
+    res = assign_points_to_polygons(np.array([1.0, 5.0, 20.5, 15.0]), np.array([1.0, 5.0, 20.5, 15.0]), polys)
+    assert res.tolist() == [0, 1, 1, -1]
+
+
+def test_wkb_parsing_polygon_and_points():
+    import struct
+
+    ring = [(0, 0), (1, 0), (1, 1), (0, 0)]
+    wkb = struct.pack("<BII", 1, 3, 1) + struct.pack("<I", 4) + b"".join(struct.pack("<dd", *p) for p in ring)
+    multi = struct.pack("<BII", 1, 6, 2) + wkb + wkb
+    assert len(polygon_rings_from_wkb(wkb)) == 1
+    rings = polygon_rings_from_wkb(multi)
+    assert len(rings) == 2 and rings[1][2].tolist() == [1.0, 1.0]
+    big_endian = struct.pack(">BIdd", 0, 1, 3.5, -2.25)
+    little = struct.pack("<BIdd", 1, 1, 1.0, 2.0)
+    x, y = points_from_wkb([little, None, big_endian])
+    assert x[0] == 1.0 and y[0] == 2.0 and np.isnan(x[1]) and x[2] == 3.5 and y[2] == -2.25
+
+
+def test_empirical_bayes_hand_checked_example():
+    # b = 35/2000 = 0.0175; s2 = (3*500*0.0075^2 + 500*0.0225^2)/2000 = 1.6875e-4; a = s2 - b/500 = 1.3375e-4
+    # shrink = a / (a + b/500) = 0.792593; EB = b + shrink * (r - b) -> 0.0115556 and 0.0353333
+    eb = empirical_bayes_rates(np.array([5, 5, 5, 20]), np.array([500, 500, 500, 500]))
+    np.testing.assert_allclose(eb, [0.0115555556, 0.0115555556, 0.0115555556, 0.0353333333], rtol=1e-8)
+
+
+def test_empirical_bayes_full_shrinkage_and_null_population():
+    # s2 - b / mean(n) < 0 -> a = 0: every rate equals the city rate b = 12 / 1150
+    eb = empirical_bayes_rates(np.array([2, 10, 0, 3]), np.array([100, 1000, 50, np.nan]))
+    np.testing.assert_allclose(eb[:3], 12 / 1150)
+    assert np.isnan(eb[3])
+
+
+def test_small_precincts_do_not_dominate():
+    # a tiny precinct with 3 requests has the highest raw rate, but not the highest smoothed rate
+    events = np.array([3, 50, 35, 30, 20])
+    pop = np.array([20, 1000, 1000, 1000, 1000])
+    raw = events / pop
+    eb = empirical_bayes_rates(events, pop)
+    assert raw.argmax() == 0 and eb.argmax() == 1
+
+
+def test_quintiles():
+    assert quintiles(np.arange(10.0)).tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert quintiles(np.array([0, 0, 0, 0, 1.0])).tolist() == [1, 1, 1, 1, 5]
+    assert quintiles(np.array([np.nan, 2.0])).tolist() == [0, 1]
+
+
+def test_slugs_are_unique_and_ascii():
+    assert slugify("Garbage Cart Black Maintenance/Replacement") == "garbage_cart_black_maintenance_replaceme"
+    assert slugify("Café – Noise!") == "cafe_noise"
+    assert category_field_names(["Noise", "noise", "NOISE!"]) == ["cat_noise", "cat_noise_2", "cat_noise_3"]
+
+
+def test_summarise_counts_rates_and_suppression():
+    assignment = np.array([0, 0, 0, 1, 1, 2, -1, -1])
+    cats = np.array(["A", "A", "B", "B", "B", "A", "A", None], dtype=object)
+    s = summarise(assignment, cats, 4, voters=np.array([1000, 500, 250, 0.0]), ballots=np.array([400, 100, 50, 0.0]),
+                  top_n=2, suppress_below=2)
+    assert s.requests.tolist() == [3, 2, 1, 0] and s.matched == 6 and s.unmatched == 2
+    np.testing.assert_allclose(s.rate_1k[:3], [3.0, 4.0, 4.0])
+    assert np.isnan(s.rate_1k[3]) and np.isnan(s.rate_eb[3])
+    np.testing.assert_allclose(s.turnout[:3], [0.4, 0.2, 0.2])
+    assert s.top_category.tolist() == ["A", "B", "A", None]
+    assert s.category_names == ["A", "B"] and s.category_fields == ["cat_a", "cat_b"]
+    # A: [2, 0, 1, 0] -> suppressed below 2 -> [2, NaN, NaN, NaN]
+    assert s.category_counts[0].tolist() == [2.0, pytest.approx(np.nan, nan_ok=True)]
+    assert np.isnan(s.category_counts[1, 0]) and s.category_counts[1, 1] == 2
+    assert s.quintile[3] == 0

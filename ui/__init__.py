@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Docks and dialogs (thin: no analysis logic here)."""
