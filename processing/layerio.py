@@ -13,6 +13,7 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsFeature,
     QgsFeatureRequest,
+    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
@@ -281,6 +282,7 @@ def write_rows(sink, features: list[QgsFeature], keep: list[int], columns: list[
         out.setGeometry(geometries[i] if geometries is not None else feat.geometry())
         attrs = feat.attributes()
         out.setAttributes([attrs[k] for k in keep] + [py_value(col[i]) for col in columns])
-        sink.addFeature(out)
+        if not sink.addFeature(out, QgsFeatureSink.Flag.FastInsert):
+            raise QgsProcessingException(f"Could not write feature {feat.id()} to the output: {sink.lastError()}")
         if i % 500 == 0:
             feedback.setProgress(100.0 * i / max(n, 1))

@@ -7,6 +7,7 @@ import numpy as np
 from qgis.core import (
     QgsCoordinateTransform,
     QgsFeature,
+    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
@@ -20,6 +21,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from ..core.geometry import assign_points_to_polygons, polygon_rings_from_wkb
 from ..core.hexgrid import cell_size_from_points, hex_axial, hex_centre, hex_counts, hex_ring, incremental_band
 from ..core.spatialstats import gi_star
 from ..core.weights import distance_band
@@ -86,10 +88,8 @@ class OptimizedHotSpots(Civic311Algorithm):
                         geoms.append(g)
                 boundary = QgsGeometry.unaryUnion(geoms) if geoms else None
         if boundary is not None:
-            engine = QgsGeometry.createGeometryEngine(boundary.constGet())
-            engine.prepareGeometry()
-            inside = np.array([engine.intersects(QgsGeometry.fromPointXY(QgsPointXY(a, b)).constGet())
-                               for a, b in zip(x, y)], dtype=bool)
+            rings = polygon_rings_from_wkb(bytes(boundary.asWkb()))
+            inside = assign_points_to_polygons(x, y, [rings]) >= 0
             if (~inside).any():
                 feedback.pushInfo(f"{int((~inside).sum())} request(s) outside BOUNDARY are left out.")
             x, y = x[inside], y[inside]
@@ -121,8 +121,12 @@ class OptimizedHotSpots(Civic311Algorithm):
             for i, (ccx, ccy) in enumerate(zip(gx, gy)):
                 hexagon = QgsGeometry.fromPolygonXY([[QgsPointXY(a, b) for a, b in hex_ring(ccx, ccy, size)]])
                 if engine.intersects(hexagon.constGet()):
-                    polys.append(hexagon.intersection(boundary))
-                    keep.append(i)
+                    # keep only the areal part: a hexagon touching the boundary along an edge gives a line
+                    piece = hexagon.intersection(boundary)
+                    piece.convertGeometryCollectionToSubclass(QgsWkbTypes.GeometryType.PolygonGeometry)
+                    if piece.type() == QgsWkbTypes.GeometryType.PolygonGeometry and piece.area() > 0:
+                        polys.append(piece)
+                        keep.append(i)
             q, r, cx, cy = gq[keep], gr[keep], gx[keep], gy[keep]
             pq, pr = hex_axial(x, y, size, x0, y0)
             lookup = {(a, b): i for i, (a, b) in enumerate(zip(q, r))}
@@ -151,5 +155,6 @@ class OptimizedHotSpots(Civic311Algorithm):
             feat.setGeometry(geom)
             feat.setAttributes([int(counts[i])] + [py_value(v[i]) for v in (
                 result.z, result.p, result.p_sim, result.bins, result.n_neighbors)])
-            sink.addFeature(feat)
+            if not sink.addFeature(feat, QgsFeatureSink.Flag.FastInsert):
+                raise QgsProcessingException(f"Could not write hexagon {i} to the output: {sink.lastError()}")
         return {"OUTPUT": dest_id, "CELL_SIZE": float(width), "DISTANCE_BAND": float(band)}

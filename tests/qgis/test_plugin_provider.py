@@ -45,24 +45,23 @@ def test_algorithm_instances_are_independent(plugin):
     assert alg.parameterDefinition("PERMUTATIONS").defaultValue() == 999
 
 
-def test_gui_hooks_add_and_remove_menu_entries(qgis_iface):
+def test_gui_hooks_add_and_remove_menu_entries(qgis_iface, plugin):
     import civic311
 
     registry = QgsApplication.processingRegistry()
-    session_provider = registry.providerById("civic311")
-    if session_provider is not None:  # the session fixture's instance: take it out to test a clean load/unload
-        registry.removeProvider(session_provider)
-    gui_plugin = civic311.classFactory(qgis_iface)
-    gui_plugin.initGui()
-    assert len(gui_plugin.actions) == 2
-    assert QgsApplication.processingRegistry().providerById("civic311") is not None
-    gui_plugin.unload()
-    assert gui_plugin.actions == [] and gui_plugin.provider is None
+    plugin.unload()  # take the session instance out to test a clean load and unload
     assert registry.providerById("civic311") is None
-    if session_provider is not None:
-        from civic311.processing.provider import Civic311Provider
-
-        registry.addProvider(Civic311Provider())
+    try:
+        gui_plugin = civic311.classFactory(qgis_iface)
+        gui_plugin.initGui()
+        assert len(gui_plugin.actions) == 2
+        assert registry.providerById("civic311") is gui_plugin.provider
+        gui_plugin.unload()
+        assert gui_plugin.actions == [] and gui_plugin.provider is None
+        assert registry.providerById("civic311") is None
+    finally:
+        plugin.initProcessing()
+    assert registry.providerById("civic311") is not None
 
 
 def test_load_sample_data_adds_the_four_layers(qgis_new_project):

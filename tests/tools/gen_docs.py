@@ -37,7 +37,8 @@ def table(algs) -> str:
                                                                                    alg.parameterDefinitions()}]
         if outputs:
             params += "; numbers " + ", ".join(f"`{o}`" for o in outputs)
-        rows.append(f"| `civic311:{alg.name()}` | {alg.DISPLAY_NAME} | {params} | {', '.join(f'`{f}`' for f in alg.OUTPUT_FIELDS)} |")
+        fields = ", ".join(f"`{f}`" for f in alg.OUTPUT_FIELDS)
+        rows.append(f"| `civic311:{alg.name()}` | {alg.DISPLAY_NAME} | {params} | {fields} |")
     return "\n".join(rows)
 
 

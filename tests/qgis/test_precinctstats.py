@@ -1,0 +1,186 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""civic311:precinctstats through processing.run on the real Chicago sample and on crafted layers."""
+
+import numpy as np
+import pytest
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessingException,
+    QgsProject,
+    QgsVectorLayer,
+)
+
+from conftest import SAMPLE
+
+ALG = "civic311:precinctstats"
+BASE = {"PRECINCT_ID_FIELD": "ward_prec", "VOTERS_FIELD": "registered_voters", "BALLOTS_FIELD": "ballots_cast",
+        "OUTPUT": "memory:"}
+
+
+def features(layer):
+    return {f["ward_prec"]: f for f in layer.getFeatures()}
+
+
+@pytest.fixture(scope="module")
+def sample_stats(run_alg):
+    return run_alg(ALG, {**BASE, "REQUESTS": f"{SAMPLE}|layername=requests",
+                         "PRECINCTS": f"{SAMPLE}|layername=precincts"})
+
+
+def test_counts_sum_to_matched_and_every_request_is_accounted_for(sample_stats):
+    out = sample_stats["OUTPUT"]
+    assert out.featureCount() == 1291
+    total = sum(f["requests"] for f in out.getFeatures())
+    assert total == sample_stats["MATCHED"]
+    assert sample_stats["MATCHED"] + sample_stats["UNMATCHED"] == 8304
+    assert sample_stats["UNMATCHED"] > 0  # some 2018 requests fall outside the 2023 precincts (city edge, O'Hare)
+    for name in ("requests", "rate_1k", "rate_eb", "quintile", "turnout", "top_category"):
+        assert out.fields().lookupField(name) >= 0
+    cat_fields = [f.name() for f in out.fields() if f.name().startswith("cat_")]
+    assert len(cat_fields) == 4  # the sample has four categories (TOP_CATEGORIES = 5)
+    assert "cat_pothole_in_street" in cat_fields
+
+
+def test_invalid_precincts_are_repaired_and_named(sample_stats):
+    messages = "\n".join(sample_stats["_feedback"].messages)
+    assert "Repaired 2 invalid polygon(s)" in messages
+    assert "41001" in messages and "41004" in messages
+    out = features(sample_stats["OUTPUT"])
+    assert "41001" in out and "41004" in out
+
+
+def test_rates_turnout_and_quintiles_are_consistent(sample_stats):
+    rows = list(sample_stats["OUTPUT"].getFeatures())
+    voters = np.array([f["registered_voters"] for f in rows], dtype=float)
+    ballots = np.array([f["ballots_cast"] for f in rows], dtype=float)
+    req = np.array([f["requests"] for f in rows], dtype=float)
+    np.testing.assert_allclose([f["rate_1k"] for f in rows], req / voters * 1000)
+    np.testing.assert_allclose([f["turnout"] for f in rows], ballots / voters)
+    eb = np.array([f["rate_eb"] for f in rows])
+    city = req.sum() / voters.sum() * 1000
+    # shrinkage: every EB rate lies between the raw rate and the city rate
+    raw = req / voters * 1000
+    assert np.all((eb - city) * (raw - city) >= -1e-9) and np.all(np.abs(eb - city) <= np.abs(raw - city) + 1e-9)
+    quint = np.array([f["quintile"] for f in rows])
+    assert sorted(set(quint)) == [1, 2, 3, 4, 5]
+    assert eb[quint == 5].min() >= eb[quint == 4].max()
+    assert abs((quint == 3).sum() - 1291 / 5) < 30
+
+
+def test_agrees_with_native_count_points_in_polygon_except_boundary_points(sample_stats, run_alg):
+    from qgis.core import QgsFeatureRequest, QgsProcessingContext
+
+    import processing
+
+    context = QgsProcessingContext()
+    context.setInvalidGeometryCheck(QgsFeatureRequest.InvalidGeometryCheck.GeometryNoCheck)
+    native = processing.run("native:countpointsinpolygon", {
+        "POLYGONS": f"{SAMPLE}|layername=precincts", "POINTS": f"{SAMPLE}|layername=requests",
+        "FIELD": "native_n", "OUTPUT": "memory:"}, context=context)["OUTPUT"]
+    ours = {f["ward_prec"]: f["requests"] for f in sample_stats["OUTPUT"].getFeatures()}
+    theirs = {f["ward_prec"]: f["native_n"] for f in native.getFeatures()}
+    diff = {k: theirs[k] - ours[k] for k in ours if theirs[k] != ours[k]}
+    # native drops a point lying exactly on a precinct boundary ("contains"); civic311 counts it once. On the
+    # sample no request lies exactly on a boundary, so the two agree precinct by precinct.
+    assert all(d < 0 for d in diff.values())
+    assert sum(theirs.values()) - sum(diff.values()) == sample_stats["MATCHED"]
+    assert diff == {}
+
+
+def test_boundary_points_counted_once_where_native_drops_them(run_alg):
+    import processing
+
+    prec = grid_precincts(crs="EPSG:3435", origin=(0, 0), size=100)
+    pts = memory_points([(100, 50, None, "a"), (100, 100, None, "b"), (50, 50, None, "c")], crs="EPSG:3435")
+    native = processing.run("native:countpointsinpolygon", {"POLYGONS": prec, "POINTS": pts, "FIELD": "n",
+                                                            "OUTPUT": "memory:"})["OUTPUT"]
+    ours = run_alg(ALG, {**BASE, "REQUESTS": pts, "PRECINCTS": prec})
+    # QGIS's native algorithm tests "contains": a point exactly on a precinct boundary is counted nowhere
+    # (edge point: 0, corner point: 0, interior point: 1). civic311 counts each of them in exactly one precinct.
+    assert sorted(f["n"] for f in native.getFeatures()) == [0, 0, 0, 1]
+    assert sum(f["requests"] for f in ours["OUTPUT"].getFeatures()) == ours["MATCHED"] == 3
+
+
+def memory_points(points, crs="EPSG:4326", fields="created_at:datetime&field=category:string"):
+    layer = QgsVectorLayer(f"Point?crs={crs}&field={fields}", "pts", "memory")
+    feats = []
+    for x, y, *attrs in points:
+        f = QgsFeature(layer.fields())
+        if x is not None:
+            f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
+        f.setAttributes(list(attrs))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    return layer
+
+
+def grid_precincts(crs="EPSG:4326", origin=(-87.7, 41.8), size=0.01):
+    layer = QgsVectorLayer(f"Polygon?crs={crs}&field=ward_prec:string&field=registered_voters:integer"
+                           "&field=ballots_cast:integer", "prec", "memory")
+    feats = []
+    for j in range(2):
+        for i in range(2):
+            f = QgsFeature(layer.fields())
+            x0, y0 = origin[0] + i * size, origin[1] + j * size
+            f.setGeometry(QgsGeometry.fromRect(__import__("qgis.core").core.QgsRectangle(x0, y0, x0 + size,
+                                                                                        y0 + size)))
+            f.setAttributes([f"P{j}{i}", 1000 * (1 + i + j), 400])
+            feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    return layer
+
+
+def test_crs_mismatch_boundary_points_dates_and_suppression(run_alg):
+    from qgis.PyQt.QtCore import QDateTime
+
+    t = QDateTime.fromString("2024-03-05T10:00:00", "yyyy-MM-ddTHH:mm:ss")
+    pts = [(-87.695, 41.805, t, "Noise"), (-87.69, 41.805, t, "Noise"),  # second on the P00|P01 shared edge
+           (-87.685, 41.815, t, "Rodent"), (-87.685, 41.815, t.addDays(30), "Rodent"),
+           (-87.5, 41.5, t, "Noise"), (None, None, t, "Noise")]
+    prec = grid_precincts()
+    # precincts in a projected CRS, requests in WGS84
+    to_3435 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"),
+                                     QgsCoordinateReferenceSystem("EPSG:3435"), QgsProject.instance())
+    projected = QgsVectorLayer("Polygon?crs=EPSG:3435&field=ward_prec:string&field=registered_voters:integer"
+                               "&field=ballots_cast:integer", "p3435", "memory")
+    feats = []
+    for f in prec.getFeatures():
+        g = f.geometry()
+        g.transform(to_3435)
+        nf = QgsFeature(projected.fields())
+        nf.setGeometry(g)
+        nf.setAttributes(f.attributes())
+        feats.append(nf)
+    projected.dataProvider().addFeatures(feats)
+    res = run_alg(ALG, {**BASE, "REQUESTS": memory_points(pts), "PRECINCTS": projected, "SUPPRESS_BELOW": 2})
+    out = features(res["OUTPUT"])
+    assert res["MATCHED"] == 4 and res["UNMATCHED"] == 2
+    assert sum(f["requests"] for f in out.values()) == 4
+    assert out["P11"]["requests"] == 2 and out["P11"]["top_category"] == "Rodent"
+    assert out["P00"]["requests"] + out["P01"]["requests"] == 2
+    assert out["P11"]["cat_rodent"] == 2
+    assert out["P00"]["cat_noise"] is None or str(out["P00"]["cat_noise"]) == "NULL"  # 1 < SUPPRESS_BELOW
+    # date filter: only 2024-03-05, inclusive end day
+    from qgis.PyQt.QtCore import QDate
+
+    res = run_alg(ALG, {**BASE, "REQUESTS": memory_points(pts), "PRECINCTS": prec,
+                        "START_DATE": QDate(2024, 3, 5), "END_DATE": QDate(2024, 3, 5)})
+    assert res["MATCHED"] == 3
+    assert "were outside the date range" in "\n".join(res["_feedback"].messages)
+
+
+def test_bad_input_gives_clear_errors(run_alg):
+    prec = grid_precincts()
+    with pytest.raises(QgsProcessingException, match="VOTERS_FIELD"):
+        run_alg(ALG, {**BASE, "VOTERS_FIELD": None, "REQUESTS": memory_points([]), "PRECINCTS": prec})
+    empty_prec = QgsVectorLayer("Polygon?crs=EPSG:4326&field=ward_prec:string", "e", "memory")
+    with pytest.raises(QgsProcessingException, match="no features"):
+        run_alg(ALG, {"PRECINCT_ID_FIELD": "ward_prec", "OUTPUT": "memory:", "REQUESTS": memory_points([]),
+                      "PRECINCTS": empty_prec})
+    # no requests at all: every precinct gets 0, nothing crashes
+    res = run_alg(ALG, {**BASE, "REQUESTS": memory_points([]), "PRECINCTS": prec})
+    assert res["MATCHED"] == 0 and [f["requests"] for f in res["OUTPUT"].getFeatures()] == [0, 0, 0, 0]
