@@ -76,5 +76,5 @@ check-package: package
 	$(PY) .ci/check_zip.py $(ZIP)
 
 clean:
-	rm -rf dist demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf dist demo-output .pytest_cache .mypy_cache .ruff_cache .qgis-settings
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -24,11 +24,13 @@ def test_qgis_process_runs_precinctstats(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "civic311").symlink_to(ROOT, target_is_directory=True)
+    # a fresh profile (pytest-qgis points QGIS_CUSTOM_CONFIG_PATH at its own settings folder)
     env = {**os.environ, "HOME": str(tmp_path), "QGIS_PLUGINPATH": str(plugins), "QT_QPA_PLATFORM": "offscreen",
-           "XDG_RUNTIME_DIR": str(tmp_path)}
+           "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"), "QGIS_OPTIONS_PATH": str(tmp_path / "profile")}
+    env.pop("XDG_RUNTIME_DIR", None)
     enable = subprocess.run([exe, "plugins", "enable", "civic311"], env=env, capture_output=True, text=True,
                             timeout=120)
-    assert enable.returncode == 0 or "already enabled" in enable.stderr, enable.stderr
+    assert enable.returncode == 0, enable.stderr
     listing = subprocess.run([exe, "list"], env=env, check=True, capture_output=True, text=True, timeout=120)
     assert "civic311:hotspots" in listing.stdout and "civic311:precinctstats" in listing.stdout
     out = tmp_path / "stats.gpkg"
