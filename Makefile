@@ -51,6 +51,7 @@ demo: install
 	$(VPY) -P tests/tools/demo.py demo-output
 
 bench: deps
+	@echo "synthetic cities are cached in tests/bench/cache (delete it to rebuild)"
 	$(VPY) -P tests/bench/run_bench.py
 
 lint: deps
