@@ -40,6 +40,7 @@ class PointTable:
     crs: QgsCoordinateReferenceSystem
     null_geometry: int = 0
     total: int = 0
+    fids: np.ndarray | None = None  # feature ids, aligned with x/y (for writing results back in bulk)
 
 
 def _plain_source_path(parameters, key, layer) -> tuple[str, str] | None:
@@ -58,11 +59,13 @@ def _plain_source_path(parameters, key, layer) -> tuple[str, str] | None:
 
 
 def _decode_strings(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype.kind == "S":
-        return pd.Series(arr).str.decode("utf-8", errors="replace").replace("", None).to_numpy(dtype=object)
-    if arr.dtype.kind == "O":
-        return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr], dtype=object)
-    return arr
+    """Arrow string columns (bytes) to str objects; only distinct values are decoded (categories repeat)."""
+    if arr.dtype.kind not in "SO":
+        return arr
+    codes, uniques = pd.factorize(arr.astype(object) if arr.dtype.kind == "S" else arr)
+    decoded = np.array([(u.decode("utf-8", "replace") if isinstance(u, bytes) else u) or None for u in uniques]
+                       + [None], dtype=object)
+    return decoded[codes]  # code -1 (missing) picks the trailing None
 
 
 def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
@@ -82,7 +85,8 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
     # GDAL 3.6 returns empty geometries when every attribute is ignored and the FID is left out: keep the FID
     lyr.SetIgnoredFields([n for n in names if n not in fields])
     geom_col = lyr.GetGeometryColumn() or "wkb_geometry"
-    xs, ys, cols = [], [], {f: [] for f in fields}
+    fid_col = lyr.GetFIDColumn() or "OGC_FID"
+    xs, ys, fids, cols = [], [], [], {f: [] for f in fields}
     for batch in lyr.GetArrowStreamAsNumPy(options=["USE_MASKED_ARRAYS=NO", "INCLUDE_FID=YES"]):
         geoms = batch[geom_col]
         if geoms.dtype.kind == "V":
@@ -99,12 +103,16 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
             x, y = points_from_wkb(wkbs)
         xs.append(x)
         ys.append(y)
+        if fid_col not in batch:
+            return None  # cannot tie rows back to QGIS feature ids: let QGIS read the layer
+        fids.append(batch[fid_col])
         for f in fields:
             cols[f].append(_decode_strings(batch[f]))
     if not xs:
-        return np.empty(0), np.empty(0), {f: np.empty(0, dtype=object) for f in fields}
+        return np.empty(0), np.empty(0), {f: np.empty(0, dtype=object) for f in fields}, np.empty(0, np.int64)
     return (np.concatenate(xs), np.concatenate(ys),
-            {f: np.concatenate(v) if v else np.empty(0, dtype=object) for f, v in cols.items()})
+            {f: np.concatenate(v) if v else np.empty(0, dtype=object) for f, v in cols.items()},
+            np.concatenate(fids).astype(np.int64))
 
 
 def _qvariant_to_py(value):
@@ -118,8 +126,11 @@ def _qvariant_to_py(value):
 
 
 def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[str] = (),
-                dest_crs: QgsCoordinateReferenceSystem | None = None) -> PointTable:
-    """Coordinates and attributes of a point source, in ``dest_crs`` (default: the source CRS)."""
+                dest_crs: QgsCoordinateReferenceSystem | None = None, keep_null: bool = False) -> PointTable:
+    """Coordinates and attributes of a point source, in ``dest_crs`` (default: the source CRS).
+
+    Features without geometry are counted in ``null_geometry`` and dropped, or kept with NaN coordinates when
+    ``keep_null`` (so results can be written back for every feature)."""
     fields = [f for f in fields if f]
     source = alg.parameterAsSource(parameters, key, context)
     if source is None:
@@ -130,23 +141,25 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
     if missing:
         raise QgsProcessingException(f"{key} has no field {', '.join(missing)}: choose an existing field.")
     crs = source.sourceCrs()
-    dest = dest_crs if dest_crs is not None and dest_crs.isValid() else crs
+    want_metric = isinstance(dest_crs, str) and dest_crs == METRIC
+    dest = crs if want_metric or dest_crs is None or not dest_crs.isValid() else dest_crs
     layer = alg.parameterAsVectorLayer(parameters, key, context)
     plain = _plain_source_path(parameters, key, layer)
     fast = _read_points_ogr(*plain, fields) if plain else None
-    if fast is not None:
-        x, y, attrs = fast
+    if fast is not None and (len(fast[0]) == 0 or np.isfinite(fast[0]).any() or source.featureCount() == 0):
+        x, y, attrs, fids = fast
         if dest != crs:
             x, y = transform_xy(x, y, crs, dest, context)
     else:
         request = QgsFeatureRequest().setSubsetOfAttributes(fields, source.fields())
         if dest != crs:
             request.setDestinationCrs(dest, context.transformContext())
-        xs, ys, rows = [], [], {f: [] for f in fields}
+        xs, ys, ids, rows = [], [], [], {f: [] for f in fields}
         idx = [source.fields().lookupField(f) for f in fields]
         for feat in source.getFeatures(request):
             if feedback.isCanceled():
                 break
+            ids.append(feat.id())
             geom = feat.geometry()
             if geom.isNull() or geom.isEmpty():
                 xs.append(np.nan)
@@ -162,9 +175,16 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
                 rows[f].append(_qvariant_to_py(attrs_row[i]))
         x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         attrs = {f: np.asarray(v, dtype=object) for f, v in rows.items()}
+        fids = np.asarray(ids, dtype=np.int64)
+    if want_metric:
+        dest = metric_crs_for(x, y, crs, context)
+        x, y = transform_xy(x, y, crs, dest, context)
     ok = np.isfinite(x) & np.isfinite(y)
     total = len(x)
-    return PointTable(x[ok], y[ok], {k: v[ok] for k, v in attrs.items()}, dest, int(total - ok.sum()), total)
+    if keep_null:
+        return PointTable(x, y, attrs, dest, int(total - ok.sum()), total, fids)
+    return PointTable(x[ok], y[ok], {k: v[ok] for k, v in attrs.items()}, dest, int(total - ok.sum()), total,
+                      fids[ok])
 
 
 def transform_xy(x: np.ndarray, y: np.ndarray, src: QgsCoordinateReferenceSystem,
@@ -181,8 +201,24 @@ def transform_xy(x: np.ndarray, y: np.ndarray, src: QgsCoordinateReferenceSystem
         return s
 
     ct = osr.CoordinateTransformation(srs(src), srs(dest))
-    out = np.asarray(ct.TransformPoints(np.column_stack([x, y])))
-    return out[:, 0].copy(), out[:, 1].copy()
+    ok = np.isfinite(x) & np.isfinite(y)
+    ox, oy = np.full(len(x), np.nan), np.full(len(y), np.nan)
+    if ok.any():
+        out = np.asarray(ct.TransformPoints(np.column_stack([x[ok], y[ok]])))
+        ox[ok], oy[ok] = out[:, 0], out[:, 1]
+    return ox, oy
+
+
+METRIC = "metric"  # dest_crs sentinel: an azimuthal equidistant CRS centred on the data actually read
+
+
+def metric_crs_for(x: np.ndarray, y: np.ndarray, crs: QgsCoordinateReferenceSystem, context):
+    """Metric CRS centred on the middle of the coordinates (a layer's cached extent can be stale)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return metric_crs(crs, QgsRectangle(0, 0, 0, 0), context)
+    return metric_crs(crs, QgsRectangle(float(x[ok].min()), float(y[ok].min()), float(x[ok].max()),
+                                        float(y[ok].max())), context)
 
 
 def metric_crs(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle, context) -> QgsCoordinateReferenceSystem:
@@ -198,6 +234,7 @@ class PolygonTable:
     polygons: list[Polygon]
     centroids: np.ndarray  # (n, 2) in the target CRS
     repaired: list[str] = field(default_factory=list)
+    crs: QgsCoordinateReferenceSystem | None = None
 
 
 def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, label_field: str = "") -> PolygonTable:
@@ -207,8 +244,9 @@ def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, l
         raise QgsProcessingException(alg.invalidSourceError(parameters, key))
     if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.GeometryType.PolygonGeometry:
         raise QgsProcessingException(f"{key} must be a polygon layer.")
+    want_metric = isinstance(dest_crs, str) and dest_crs == METRIC
     transform = None
-    if dest_crs is not None and dest_crs.isValid() and dest_crs != source.sourceCrs():
+    if not want_metric and dest_crs is not None and dest_crs.isValid() and dest_crs != source.sourceCrs():
         transform = QgsCoordinateTransform(source.sourceCrs(), dest_crs, context.transformContext())
     features, polygons, cents, repaired = [], [], [], []
     for feat in source.getFeatures():
@@ -231,10 +269,24 @@ def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, l
         polygons.append(polygon_rings_from_wkb(bytes(work.asWkb())) if not work.isNull() else [])
         cent = work.centroid() if not work.isNull() else QgsGeometry()
         cents.append((cent.asPoint().x(), cent.asPoint().y()) if not cent.isNull() else (np.nan, np.nan))
+    centroids = np.asarray(cents, dtype=float).reshape(-1, 2)
+    crs_out = dest_crs if transform is not None else source.sourceCrs()
+    if want_metric:
+        sizes = [sum(len(r) for r in rings) for rings in polygons]
+        allv = np.vstack([r for rings in polygons for r in rings]) if any(sizes) else np.empty((0, 2))
+        crs_out = metric_crs_for(allv[:, 0], allv[:, 1], source.sourceCrs(), context)
+        mx, my = transform_xy(allv[:, 0], allv[:, 1], source.sourceCrs(), crs_out, context)
+        cx, cy = transform_xy(centroids[:, 0], centroids[:, 1], source.sourceCrs(), crs_out, context)
+        centroids = np.column_stack([cx, cy])
+        pos = 0
+        for rings in polygons:
+            for k, ring in enumerate(rings):
+                rings[k] = np.column_stack([mx[pos:pos + len(ring)], my[pos:pos + len(ring)]])
+                pos += len(ring)
     if repaired:
         feedback.pushWarning(f"Repaired {len(repaired)} invalid polygon(s) with makeValid (kept, not dropped): "
                              + ", ".join(repaired[:20]) + (" …" if len(repaired) > 20 else ""))
-    return PolygonTable(features, polygons, np.asarray(cents, dtype=float).reshape(-1, 2), repaired)
+    return PolygonTable(features, polygons, centroids, repaired, crs_out)
 
 
 QT_TYPES = {"int": QVariant.LongLong, "double": QVariant.Double, "string": QVariant.String}
@@ -286,3 +338,41 @@ def write_rows(sink, features: list[QgsFeature], keep: list[int], columns: list[
             raise QgsProcessingException(f"Could not write feature {feat.id()} to the output: {sink.lastError()}")
         if i % 500 == 0:
             feedback.setProgress(100.0 * i / max(n, 1))
+
+
+def _plain_list(col: np.ndarray) -> list:
+    if col.dtype == object:
+        return [py_value(v) for v in col]
+    return col.tolist()  # numpy scalars become plain Python values
+
+
+def write_by_fid(sink, source, fids: np.ndarray, columns: list[np.ndarray], feedback, keep: list[int] | None = None,
+                 batch: int = 20_000) -> int:
+    """Copy every feature of ``source`` to ``sink`` (attributes ``keep``, default all) with its computed values
+    appended, looked up by feature id. Features missing from ``fids`` get NULL values. Written in batches: this
+    is the hot loop of large outputs.
+    """
+    position = {int(f): i for i, f in enumerate(fids)}
+    lists = [_plain_list(col) for col in columns]
+    nulls = [None] * len(columns)
+    total = max(source.featureCount(), 1)
+    buffer = []
+    written = 0
+    for feat in source.getFeatures():
+        i = position.get(feat.id())
+        values = nulls if i is None else [
+            None if (isinstance(v, float) and v != v) else v for v in (col[i] for col in lists)]
+        attrs = feat.attributes()
+        feat.setAttributes((attrs if keep is None else [attrs[k] for k in keep]) + values)
+        buffer.append(feat)
+        if len(buffer) >= batch:
+            if not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
+                raise QgsProcessingException(f"Could not write to the output: {sink.lastError()}")
+            written += len(buffer)
+            buffer = []
+            feedback.setProgress(100.0 * written / total)
+            if feedback.isCanceled():
+                return written
+    if buffer and not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
+        raise QgsProcessingException(f"Could not write to the output: {sink.lastError()}")
+    return written + len(buffer)

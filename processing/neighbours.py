@@ -18,7 +18,7 @@ from qgis.core import (
 from scipy import sparse
 
 from .core.weights import NEIGHBOUR_LABELS, Neighbours, build_weights
-from .layerio import metric_crs, read_points, read_polygons
+from .layerio import METRIC, read_points, read_polygons
 
 NEIGHBOUR_HELP = (
     "Neighbours: Queen contiguity (polygons sharing a vertex), Rook contiguity (sharing an edge), K nearest "
@@ -77,11 +77,9 @@ def read_spatial_input(alg, parameters, context, feedback, field_key: str = "FIE
     distance = alg.parameterAsDouble(parameters, "DISTANCE", context)
     if source.featureCount() == 0:
         raise QgsProcessingException(f"{input_key} has no features.")
-    extent = source.sourceExtent()
-    metric = metric_crs(source.sourceCrs(), extent, context)
     gtype = QgsWkbTypes.geometryType(source.wkbType())
     if gtype == QgsWkbTypes.GeometryType.PolygonGeometry:
-        table = read_polygons(alg, parameters, input_key, context, feedback, dest_crs=metric)
+        table = read_polygons(alg, parameters, input_key, context, feedback, dest_crs=METRIC)
         features, polygons, xy = table.features, table.polygons, table.centroids
     elif gtype == QgsWkbTypes.GeometryType.PointGeometry:
         if kind in (Neighbours.QUEEN, Neighbours.ROOK):
@@ -91,7 +89,7 @@ def read_spatial_input(alg, parameters, context, feedback, field_key: str = "FIE
         dropped = source.featureCount() - len(features)
         if dropped:
             feedback.pushWarning(f"{dropped} feature(s) without geometry are left out of the analysis.")
-        pts = read_points(alg, parameters, input_key, context, feedback, (), dest_crs=metric)
+        pts = read_points(alg, parameters, input_key, context, feedback, (), dest_crs=METRIC)
         polygons, xy = None, np.column_stack([pts.x, pts.y])
         if len(xy) != len(features):
             raise QgsProcessingException("Could not read the point coordinates consistently; save the layer to a "

@@ -6,15 +6,19 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.canvasszones import CanvassZones
 from .algorithms.hotspots import HotSpots
+from .algorithms.loadgtfsstops import LoadGtfsStops
 from .algorithms.localmoran import LocalMoran
 from .algorithms.optimizedhotspots import OptimizedHotSpots
 from .algorithms.outreachpriority import OutreachPriority
 from .algorithms.precinctstats import PrecinctStats
+from .algorithms.transitaccess import TransitAccess
 from .algorithms.turnoutregression import TurnoutRegression
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "civic311.svg"
-ALGORITHMS = (PrecinctStats, HotSpots, LocalMoran, OptimizedHotSpots, OutreachPriority, TurnoutRegression)
+ALGORITHMS = (PrecinctStats, HotSpots, LocalMoran, OptimizedHotSpots, OutreachPriority, TurnoutRegression,
+              LoadGtfsStops, TransitAccess, CanvassZones)
 
 
 class Civic311Provider(QgsProcessingProvider):

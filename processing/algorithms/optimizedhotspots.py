@@ -25,7 +25,7 @@ from ..core.geometry import assign_points_to_polygons, polygon_rings_from_wkb
 from ..core.hexgrid import cell_size_from_points, hex_axial, hex_centre, hex_counts, hex_ring, incremental_band
 from ..core.spatialstats import gi_star
 from ..core.weights import distance_band
-from ..layerio import QT_TYPES, metric_crs, py_value, read_points
+from ..layerio import METRIC, QT_TYPES, py_value, read_points
 from .base import Civic311Algorithm
 from .hotspots import GI_FIELDS
 
@@ -69,8 +69,8 @@ class OptimizedHotSpots(Civic311Algorithm):
         source = self.parameterAsSource(parameters, "INPUT", context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))
-        metric = metric_crs(source.sourceCrs(), source.sourceExtent(), context)
-        pts = read_points(self, parameters, "INPUT", context, feedback, (), dest_crs=metric)
+        pts = read_points(self, parameters, "INPUT", context, feedback, (), dest_crs=METRIC)
+        metric = pts.crs
         if pts.null_geometry:
             feedback.pushWarning(f"{pts.null_geometry} request(s) without a location are left out.")
         x, y = pts.x, pts.y

@@ -121,16 +121,16 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
     counts = np.zeros((n_precincts, 0))
     if categories is not None and matched:
         cats = pd.Series(np.asarray(categories, dtype=object)[inside]).fillna("(none)").astype(str)
-        frame = pd.DataFrame({"p": assignment[inside], "c": cats.to_numpy()})
-        city = frame["c"].value_counts()
-        city = city.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
-        names = list(city.index[:max(int(top_n), 0)])
-        table = pd.crosstab(frame["p"], frame["c"])
-        table = table.reindex(index=range(n_precincts), fill_value=0)
-        # most frequent category per precinct; ties go to the alphabetically first (columns are sorted)
-        has = table.to_numpy().sum(axis=1) > 0
-        top_category[has] = table.columns.to_numpy()[table.to_numpy().argmax(axis=1)][has]
-        counts = table.reindex(columns=names, fill_value=0).to_numpy(dtype=float)
+        codes, labels = pd.factorize(cats, sort=True)  # labels sorted: ties go to the alphabetically first
+        n_cat = len(labels)
+        table = np.bincount(assignment[inside] * n_cat + codes, minlength=n_precincts * n_cat)
+        table = table.reshape(n_precincts, n_cat)
+        city = table.sum(axis=0)
+        ranked = np.argsort(-city, kind="stable")[:max(int(top_n), 0)]
+        names = [str(labels[j]) for j in ranked]
+        has = table.sum(axis=1) > 0
+        top_category[has] = np.asarray(labels, dtype=object)[table.argmax(axis=1)][has]
+        counts = table[:, ranked].astype(float)
         if suppress_below > 0:
             counts[counts < suppress_below] = np.nan
     return PrecinctSummary(requests, rate_1k, rate_eb, quint, turnout, top_category, names,

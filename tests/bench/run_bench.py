@@ -28,12 +28,27 @@ def qgis_process() -> str:
     return shutil.which("qgis_process.bin") or shutil.which("qgis_process") or sys.exit("qgis_process not found")
 
 
+def _hwm_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def measure_rss(args: list[str], env: dict) -> tuple[float, float, dict]:
+    """Wall seconds, peak resident memory (MB) of the child and its JSON results. The peak is read from the
+    child's own VmHWM while it runs (getrusage would include the fork of this runner)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, _hwm_mb(proc.pid))
+            time.sleep(0.02)
         wall = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)
@@ -44,7 +59,7 @@ def measure_rss(args: list[str], env: dict) -> tuple[float, float, dict]:
         results = json.loads(text[text.index("{"):]).get("results", {})
     except ValueError:
         results = {}
-    return wall, usage.ru_maxrss / 1024.0, results
+    return wall, peak, results
 
 
 def run_alg(alg: str, params: dict, env: dict) -> tuple[float, float, dict]:

@@ -49,7 +49,7 @@ def write_points_gpkg(frame: pd.DataFrame, path: Path, layer: str, fields: list[
     gdal.UseExceptions()
     gdal.VectorTranslate(
         str(path), str(csv), layerName=layer, accessMode="append" if path.exists() else None,
-        options=["-a_srs", CRS, "-lco", "SPATIAL_INDEX=NO", "-nlt", "POINT"])
+        options=["-a_srs", CRS, "-nlt", "POINT"])
     csv.unlink()
 
 

@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""civic311:canvasszones — canvassing zones (K-means, DBSCAN or walkable) with walking routes."""
+
+from __future__ import annotations
+
+import numpy as np
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterNumber,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from ..core.zones import dbscan_zones, kmeans_zones, summarise_zones, walkable_zones, walking_route
+from ..layerio import METRIC, WGS84, output_fields, read_points, transform_xy, write_by_fid
+from .base import Civic311Algorithm
+
+METHODS = ("K-means", "DBSCAN", "Walkable")
+HULL_BUFFER_M = 15.0
+
+
+class CanvassZones(Civic311Algorithm):
+    NAME = "canvasszones"
+    DISPLAY_NAME = "Canvassing zones"
+    GROUP = "fieldops"
+    OUTPUT_FIELDS = ("zone_id",)
+    HELP = (
+        "Groups request points into zones a volunteer can canvass, and draws a walking route through each.\n\n"
+        "METHOD:\n"
+        "• K-means: ZONE_COUNT zones (scikit-learn k-means++, seeded; above 200,000 points the centres are "
+        "fitted on a seeded sample of 200,000 and refined with two Lloyd steps on every point).\n"
+        "• DBSCAN: dense groups of at least MIN_POINTS requests within EPS metres; zone_id −1 = noise.\n"
+        "• Walkable: zones are split in two (2-means) recursively until every zone's radius — the largest "
+        "distance from the zone centre to its requests — is at most MAX_RADIUS and it holds at most MAX_POINTS "
+        "requests (0 = no cap), as PostGIS ST_ClusterKMeans with max_radius. Guaranteed for every zone.\n"
+        "WEIGHT_FIELD weights the centres (and k-means / DBSCAN). Results are deterministic for a given SEED. "
+        "Distances are metres on an azimuthal equidistant projection centred on the data, whatever the CRS.\n\n"
+        "Outputs: OUTPUT = the points plus zone_id (NULL for points without geometry). ZONES = one polygon per "
+        "zone (the convex hull of its requests widened by 15 m) with zone_id, requests, radius_m, area_km2, "
+        "centre_lat, centre_lon. ROUTES = one line per zone through its distinct locations in walking order: a "
+        "nearest-neighbour tour improved by 2-opt moves (never longer than the tour it starts from), starting "
+        "from the START_POINT nearest to the zone centre when START_POINTS is given (the line then begins at "
+        "that point), else from the zone's westernmost location; zone_id, length_m, stops (distinct locations)."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "INPUT", self.tr("Request points"), [QgsProcessing.SourceType.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterEnum("METHOD", self.tr("Method"), options=list(METHODS),
+                                                     defaultValue=2))
+        self.addParameter(QgsProcessingParameterNumber(
+            "ZONE_COUNT", self.tr("Number of zones (K-means)"), QgsProcessingParameterNumber.Type.Integer, 10,
+            minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            "EPS", self.tr("Neighbourhood distance (DBSCAN, metres)"), QgsProcessingParameterNumber.Type.Double,
+            100.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "MIN_POINTS", self.tr("Minimum requests per zone (DBSCAN)"), QgsProcessingParameterNumber.Type.Integer,
+            5, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            "MAX_RADIUS", self.tr("Maximum zone radius (Walkable, metres)"), QgsProcessingParameterNumber.Type.Double,
+            400.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "MAX_POINTS", self.tr("Maximum requests per zone (Walkable, 0 = no cap)"),
+            QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+        self.addParameter(QgsProcessingParameterField(
+            "WEIGHT_FIELD", self.tr("Weight field"), parentLayerParameterName="INPUT",
+            type=QgsProcessingParameterField.DataType.Numeric, optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "START_POINTS", self.tr("Route start points (e.g. transit stops)"),
+            [QgsProcessing.SourceType.TypeVectorPoint], optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 1, minValue=0))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "OUTPUT", self.tr("Requests with zones"), QgsProcessing.SourceType.TypeVectorPoint))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "ZONES", self.tr("Canvassing zones"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
+            createByDefault=True))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "ROUTES", self.tr("Walking routes"), QgsProcessing.SourceType.TypeVectorLine, optional=True,
+            createByDefault=True))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        source = self.parameterAsSource(parameters, "INPUT", context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))
+        method = self.parameterAsEnum(parameters, "METHOD", context)
+        seed = self.parameterAsInt(parameters, "SEED", context)
+        weight_field = self.parameterAsString(parameters, "WEIGHT_FIELD", context)
+        pts = read_points(self, parameters, "INPUT", context, feedback, [weight_field] if weight_field else [],
+                          dest_crs=METRIC, keep_null=True)
+        metric = pts.crs
+        ok = np.isfinite(pts.x)
+        x, y = pts.x[ok], pts.y[ok]
+        if pts.null_geometry:
+            feedback.pushWarning(f"{pts.null_geometry} request(s) without geometry get a NULL zone_id.")
+        if len(x) == 0:
+            raise QgsProcessingException("INPUT has no located points: there is nothing to group into zones.")
+        weights = None
+        if weight_field:
+            w = np.asarray([np.nan if v is None else v for v in pts.attrs[weight_field][ok]], dtype=float)
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise QgsProcessingException(f"{weight_field} has NULL or negative values: fill them first.")
+            weights = w
+        feedback.setProgressText(f"{METHODS[method]} zones")
+        if method == 0:
+            k = self.parameterAsInt(parameters, "ZONE_COUNT", context)
+            distinct = len(np.unique(np.column_stack([x, y]), axis=0))
+            if k > distinct:
+                raise QgsProcessingException(f"ZONE_COUNT ({k}) is larger than the number of distinct request "
+                                             f"locations ({distinct}): choose at most {distinct} zones.")
+            labels = kmeans_zones(x, y, k, seed, weights)
+        elif method == 1:
+            eps = self.parameterAsDouble(parameters, "EPS", context)
+            if eps <= 0:
+                raise QgsProcessingException("EPS must be a positive distance in metres.")
+            labels = dbscan_zones(x, y, eps, self.parameterAsInt(parameters, "MIN_POINTS", context), weights)
+        else:
+            max_radius = self.parameterAsDouble(parameters, "MAX_RADIUS", context)
+            max_points = self.parameterAsInt(parameters, "MAX_POINTS", context)
+            labels = walkable_zones(x, y, max_radius, max_points, weights)
+        summary = summarise_zones(x, y, labels, weights)
+        feedback.pushInfo(f"{len(summary.zone_ids)} zone(s); mean radius {summary.radius.mean():.0f} m, "
+                          f"largest {summary.radius.max(initial=0):.0f} m"
+                          + (f"; {int((labels < 0).sum())} noise point(s)" if method == 1 else ""))
+
+        all_labels = np.full(len(pts.x), np.nan)
+        all_labels[ok] = labels
+        fields, keep = output_fields(source.fields(), [("zone_id", "int")], feedback)
+        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
+                                             source.sourceCrs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
+        write_by_fid(sink, source, pts.fids, [all_labels], feedback, keep)
+        results = {"OUTPUT": dest_id}
+        back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
+        lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)
+        if parameters.get("ZONES") is not None:
+            results["ZONES"] = self._write_zones(parameters, context, x, y, labels, summary, lon, lat, back)
+        if parameters.get("ROUTES") is not None:
+            starts = None
+            if parameters.get("START_POINTS"):
+                sp = read_points(self, parameters, "START_POINTS", context, feedback, (), dest_crs=metric)
+                if len(sp.x):
+                    starts = np.column_stack([sp.x, sp.y])
+            results["ROUTES"] = self._write_routes(parameters, context, x, y, labels, summary, starts, back,
+                                                   feedback)
+        return results
+
+    def _write_zones(self, parameters, context, x, y, labels, summary, lon, lat, back):
+        fields = QgsFields()
+        for name, kind in (("zone_id", QVariant.Int), ("requests", QVariant.Int), ("radius_m", QVariant.Double),
+                           ("area_km2", QVariant.Double), ("centre_lat", QVariant.Double),
+                           ("centre_lon", QVariant.Double)):
+            fields.append(QgsField(name, kind))
+        sink, dest_id = self.parameterAsSink(parameters, "ZONES", context, fields, QgsWkbTypes.Type.MultiPolygon,
+                                             back.destinationCrs())
+        if sink is None:
+            return None
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], np.r_[summary.zone_ids, np.iinfo(np.int64).max])
+        xy = np.column_stack([x, y])
+        for j, zone in enumerate(summary.zone_ids):
+            pts = np.unique(xy[order[bounds[j]:bounds[j + 1]]], axis=0)
+            hull = QgsGeometry.fromMultiPointXY([QgsPointXY(a, b) for a, b in pts]).convexHull()
+            zone_geom = hull.buffer(HULL_BUFFER_M, 8)
+            area = zone_geom.area() / 1e6
+            zone_geom.transform(back)
+            zone_geom.convertToMultiType()
+            feat = QgsFeature(fields)
+            feat.setGeometry(zone_geom)
+            feat.setAttributes([int(zone), int(summary.counts[j]), float(summary.radius[j]), float(area),
+                                float(lat[j]), float(lon[j])])
+            sink.addFeature(feat, QgsFeatureSink.Flag.FastInsert)
+        return dest_id
+
+    def _write_routes(self, parameters, context, x, y, labels, summary, starts, back, feedback):
+        fields = QgsFields()
+        for name, kind in (("zone_id", QVariant.Int), ("length_m", QVariant.Double), ("stops", QVariant.Int)):
+            fields.append(QgsField(name, kind))
+        sink, dest_id = self.parameterAsSink(parameters, "ROUTES", context, fields, QgsWkbTypes.Type.LineString,
+                                             back.destinationCrs())
+        if sink is None:
+            return None
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], np.r_[summary.zone_ids, np.iinfo(np.int64).max])
+        xy = np.column_stack([x, y])
+        start_tree = None
+        if starts is not None:
+            from scipy.spatial import cKDTree
+
+            start_tree = cKDTree(starts)
+        for j, zone in enumerate(summary.zone_ids):
+            if feedback.isCanceled():
+                break
+            pts = np.unique(xy[order[bounds[j]:bounds[j + 1]]], axis=0)
+            start = None
+            if start_tree is not None:
+                start = starts[start_tree.query([summary.centre_x[j], summary.centre_y[j]])[1]]
+            route, length, _ = walking_route(pts, start)
+            line = pts[route]
+            if start is not None:
+                length += float(np.hypot(*(line[0] - start)))
+                line = np.vstack([start, line])
+            if len(line) == 1:
+                line = np.vstack([line, line])
+            geom = QgsGeometry.fromPolylineXY([QgsPointXY(a, b) for a, b in line])
+            geom.transform(back)
+            feat = QgsFeature(fields)
+            feat.setGeometry(geom)
+            feat.setAttributes([int(zone), float(length), int(len(pts))])
+            sink.addFeature(feat, QgsFeatureSink.Flag.FastInsert)
+            feedback.setProgress(100.0 * j / max(len(summary.zone_ids), 1))
+        return dest_id

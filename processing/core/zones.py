@@ -1,0 +1,222 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Canvassing zones (K-means, DBSCAN, walkable radius-capped zones) and walking routes through them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def kmeans_zones(x: np.ndarray, y: np.ndarray, k: int, seed: int = 1, weights: np.ndarray | None = None,
+                 sample: int = 200_000) -> np.ndarray:
+    """K-means labels 0..k-1. Above ``sample`` points the centres are fitted on a seeded random sample, then
+    refined with two Lloyd steps on every point (same spread, a fraction of the time)."""
+    from sklearn.cluster import KMeans
+
+    n = len(x)
+    xy = np.column_stack([x, y])
+    k = int(min(k, len(np.unique(xy, axis=0))))
+    if k < 1:
+        return np.zeros(n, dtype=np.int64)
+    rng = np.random.RandomState(seed)
+    idx = rng.choice(n, sample, replace=False) if n > sample else np.arange(n)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    model = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100)
+    model.fit(xy[idx], sample_weight=None if w is None else w[idx])
+    centres = model.cluster_centers_
+    tree = cKDTree(centres)
+    labels = tree.query(xy, workers=-1)[1]
+    for _ in range(2 if n > sample else 0):
+        ww = np.ones(n) if w is None else w
+        sums = np.zeros((k, 2))
+        np.add.at(sums, labels, xy * ww[:, None])
+        tot = np.bincount(labels, weights=ww, minlength=k)
+        keep = tot > 0
+        centres[keep] = sums[keep] / tot[keep, None]
+        labels = cKDTree(centres).query(xy, workers=-1)[1]
+    # renumber by first appearance for stable ids
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first)
+    remap = np.empty(order.size, dtype=np.int64)
+    remap[np.unique(labels)[order]] = np.arange(order.size)
+    return remap[labels]
+
+
+def dbscan_zones(x: np.ndarray, y: np.ndarray, eps: float, min_points: int,
+                 weights: np.ndarray | None = None) -> np.ndarray:
+    """DBSCAN labels (-1 = noise)."""
+    from sklearn.cluster import DBSCAN
+
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64)
+    model = DBSCAN(eps=eps, min_samples=min_points, algorithm="kd_tree", n_jobs=-1)
+    return model.fit_predict(np.column_stack([x, y]), sample_weight=weights).astype(np.int64)
+
+
+def _centre(xy: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    return xy.mean(axis=0) if w is None else (xy * w[:, None]).sum(axis=0) / w.sum()
+
+
+def _two_means(xy: np.ndarray, iterations: int = 12) -> np.ndarray:
+    """Deterministic 2-means split (farthest-pair start, Lloyd steps). Returns a boolean side per point."""
+    c = xy.mean(axis=0)
+    a = xy[np.argmax(((xy - c) ** 2).sum(axis=1))]
+    b = xy[np.argmax(((xy - a) ** 2).sum(axis=1))]
+    side = ((xy - a) ** 2).sum(axis=1) > ((xy - b) ** 2).sum(axis=1)
+    for _ in range(iterations):
+        if side.all() or not side.any():
+            break
+        a, b = xy[~side].mean(axis=0), xy[side].mean(axis=0)
+        new = ((xy - a) ** 2).sum(axis=1) > ((xy - b) ** 2).sum(axis=1)
+        if (new == side).all():
+            break
+        side = new
+    return side
+
+
+def walkable_zones(x: np.ndarray, y: np.ndarray, max_radius: float, max_points: int = 0,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """Zones whose radius (largest distance from the zone centre to its points) is at most ``max_radius`` and
+    whose size is at most ``max_points`` (0 = no cap): clusters are split in two recursively until both hold
+    (as PostGIS ST_ClusterKMeans with max_radius). Deterministic."""
+    n = len(x)
+    labels = np.full(n, -1, dtype=np.int64)
+    xy = np.column_stack([x, y])
+    stack = [np.arange(n)] if n else []
+    next_id = 0
+    done: list[np.ndarray] = []
+    while stack:
+        idx = stack.pop()
+        pts = xy[idx]
+        w = None if weights is None else weights[idx]
+        radius = np.sqrt(((pts - _centre(pts, w)) ** 2).sum(axis=1).max())
+        if radius <= max_radius and (max_points <= 0 or len(idx) <= max_points):
+            done.append(idx)
+            continue
+        side = _two_means(pts)
+        if side.all() or not side.any():  # identical locations: split by order to honour the size cap
+            half = len(idx) // 2
+            side = np.zeros(len(idx), dtype=bool)
+            side[half:] = True
+        stack.append(idx[side])
+        stack.append(idx[~side])
+    # stable numbering: zones ordered by their first point
+    done.sort(key=lambda a: a.min())
+    for z in done:
+        labels[z] = next_id
+        next_id += 1
+    return labels
+
+
+@dataclass
+class ZoneSummary:
+    zone_ids: np.ndarray
+    counts: np.ndarray
+    centre_x: np.ndarray
+    centre_y: np.ndarray
+    radius: np.ndarray
+
+
+def summarise_zones(x, y, labels, weights=None) -> ZoneSummary:
+    ids = np.unique(labels[labels >= 0])
+    cx, cy, rad, cnt = [], [], [], []
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, ids)
+    ends = np.searchsorted(sorted_labels, ids, side="right")
+    xy = np.column_stack([x, y])
+    for s, e in zip(starts, ends):
+        idx = order[s:e]
+        pts = xy[idx]
+        c = _centre(pts, None if weights is None else weights[idx])
+        cx.append(c[0])
+        cy.append(c[1])
+        rad.append(float(np.sqrt(((pts - c) ** 2).sum(axis=1).max())))
+        cnt.append(len(idx))
+    return ZoneSummary(ids, np.asarray(cnt), np.asarray(cx), np.asarray(cy), np.asarray(rad))
+
+
+def path_length(xy: np.ndarray, order: np.ndarray) -> float:
+    p = xy[order]
+    return float(np.sqrt((np.diff(p, axis=0) ** 2).sum(axis=1)).sum()) if len(order) > 1 else 0.0
+
+
+def nearest_neighbour_path(xy: np.ndarray, start: int = 0) -> np.ndarray:
+    """Greedy walk from ``start`` to the nearest unvisited location (KD-tree, so large zones stay fast)."""
+    n = len(xy)
+    if n <= 2:
+        return np.r_[start, np.setdiff1d(np.arange(n), [start])].astype(np.int64)
+    tree = cKDTree(xy)
+    visited = np.zeros(n, dtype=bool)
+    order = np.empty(n, dtype=np.int64)
+    cur = start
+    for pos in range(n):
+        order[pos] = cur
+        visited[cur] = True
+        if pos == n - 1:
+            break
+        k = 8
+        while True:
+            d, cand = tree.query(xy[cur], k=min(k, n))
+            cand = np.atleast_1d(cand)
+            free = cand[~visited[cand]]
+            if len(free):
+                cur = int(free[0])
+                break
+            if k >= n:
+                cur = int(np.flatnonzero(~visited)[0])
+                break
+            k *= 4
+    return order
+
+
+def two_opt(xy: np.ndarray, order: np.ndarray, max_passes: int = 50, window: int = 0) -> np.ndarray:
+    """Improve an open path with 2-opt moves (reverse order[i:j+1]) while any shortens it; the start is fixed.
+    Only improving moves are applied, so the result is never longer than the input path. ``window`` > 0 limits
+    j - i for large paths."""
+    order = order.copy()
+    n = len(order)
+    if n < 4:
+        return order
+    for _ in range(max_passes):
+        improved = False
+        for i in range(1, n - 1):
+            p = xy[order]
+            a, b = p[i - 1], p[i]
+            jmax = n if window <= 0 else min(n, i + window)
+            js = np.arange(i + 1, jmax)
+            if len(js) == 0:
+                continue
+            c = p[js]
+            nxt = np.where(js + 1 < n, js + 1, js)
+            d = p[nxt]
+            has_next = js + 1 < n
+            old = np.hypot(*(a - b)) + np.where(has_next, np.hypot(*(c - d).T), 0.0)
+            new = np.hypot(*(a - c).T) + np.where(has_next, np.hypot(*(b - d).T), 0.0)
+            gain = old - new
+            best = int(np.argmax(gain))
+            if gain[best] > 1e-9:
+                j = js[best]
+                order[i:j + 1] = order[i:j + 1][::-1]
+                improved = True
+        if not improved:
+            break
+    return order
+
+
+def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+    """Route through distinct locations: nearest-neighbour tour from the location closest to ``start_xy`` (or
+    the westernmost), then 2-opt. Returns (order, length, nearest-neighbour length)."""
+    if len(xy) == 0:
+        return np.zeros(0, dtype=np.int64), 0.0, 0.0
+    if start_xy is not None:
+        start = int(np.argmin(((xy - start_xy) ** 2).sum(axis=1)))
+    else:
+        start = int(np.lexsort((xy[:, 1], xy[:, 0]))[0])
+    nn = nearest_neighbour_path(xy, start)
+    nn_len = path_length(xy, nn)
+    big = len(xy) > 1500
+    improved = two_opt(xy, nn, max_passes=3 if big else 50, window=100 if big else 0)
+    return improved, path_length(xy, improved), nn_len

@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""GTFS parsing, nearest facilities, zones and routes (pure core)."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from civic311.processing.core.gtfs import GtfsError, read_stops
+from civic311.processing.core.proximity import nearest_facilities
+from civic311.processing.core.zones import (
+    kmeans_zones,
+    nearest_neighbour_path,
+    path_length,
+    summarise_zones,
+    two_opt,
+    walkable_zones,
+    walking_route,
+)
+from conftest import SHARED
+
+
+def make_feed(tmp_path, files: dict, name="feed.zip", subfolder=""):
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w") as zf:
+        for fname, text in files.items():
+            zf.writestr(subfolder + fname, text)
+    return path
+
+
+def test_real_cta_feed_loads_every_boarding_stop():
+    result = read_stops(SHARED / "chicago_cta_gtfs_2024")
+    assert len(result.stops) == 11009
+    assert result.stops["routes"].isna().all()  # no stop_times.txt in this partial feed
+    assert any("stop_times.txt" in w for w in result.warnings)
+    everything = read_stops(SHARED / "chicago_cta_gtfs_2024", boarding_only=False)
+    assert len(everything.stops) == 11009 + 141 + 16  # stops, stations, entrances
+
+
+def test_hand_made_feed_with_bom_crlf_quotes_and_unknown_columns(tmp_path):
+    stops = ("\ufeffstop_id,stop_name,stop_lat,stop_lon,location_type,extra_col\r\n"
+             "A,\"Main St, North\",41.9,-87.6,0,x\r\n"
+             "B,Station,41.91,-87.61,1,y\r\n"
+             "C,No coords,,,0,z\r\n"
+             "D,Elm,41.92,-87.62,,w\r\n")
+    trips = "route_id,service_id,trip_id\nR1,S,T1\nR2,S,T2\nR2,S,T3\n"
+    stop_times = ("trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+                  "T1,08:00:00,08:00:00,A,1\nT1,08:05:00,08:05:00,D,2\nT2,09:00:00,09:00:00,A,1\n"
+                  "T3,10:00:00,10:00:00,A,1\n")
+    routes = "route_id,route_type\nR1,3\nR2,1\n"
+    feed = make_feed(tmp_path, {"stops.txt": stops, "trips.txt": trips, "stop_times.txt": stop_times,
+                                "routes.txt": routes}, subfolder="gtfs/")
+    result = read_stops(feed)
+    frame = result.stops.set_index("stop_id")
+    assert list(frame.index) == ["A", "D"]  # B is a station, C has no coordinates
+    assert result.rejected == 1
+    assert frame.loc["A", "stop_name"] == "Main St, North"
+    assert frame.loc["A", "routes"] == 2 and frame.loc["A", "route_types"] == "1,3"
+    assert frame.loc["D", "routes"] == 1 and frame.loc["D", "route_types"] == "3"
+    assert frame.loc["A", "lat"] == pytest.approx(41.9)
+
+
+def test_feed_without_stops_is_refused(tmp_path):
+    with pytest.raises(GtfsError, match="no stops.txt"):
+        read_stops(make_feed(tmp_path, {"routes.txt": "route_id\nR\n"}))
+    with pytest.raises(GtfsError, match="stop_lat"):
+        read_stops(make_feed(tmp_path, {"stops.txt": "stop_id,stop_name\nA,x\n"}, name="b.zip"))
+    with pytest.raises(GtfsError, match="neither"):
+        read_stops(tmp_path / "missing.txt")
+
+
+def test_nearest_facilities_and_counts():
+    res = nearest_facilities(np.array([0.0, 100.0]), np.array([0.0, 0.0]), np.array([10.0, 300.0, 0.0]),
+                             np.array([0.0, 0.0, 390.0]), radius=400)
+    assert res.index.tolist() == [0, 0] and res.distance.tolist() == [10.0, 90.0]
+    assert res.within.tolist() == [3, 2]
+    empty = nearest_facilities(np.array([1.0]), np.array([1.0]), np.array([]), np.array([]))
+    assert empty.index.tolist() == [-1] and np.isnan(empty.distance[0])
+
+
+def clusters(seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 20_000, size=(25, 2))
+    pts = np.vstack([c + rng.normal(0, rng.uniform(100, 900), size=(rng.integers(20, 400), 2)) for c in centres])
+    return pts[:, 0], pts[:, 1]
+
+
+@pytest.mark.parametrize("max_radius,max_points", [(400, 0), (250, 50), (1000, 30)])
+def test_walkable_zones_guarantee_radius_and_size(max_radius, max_points):
+    x, y = clusters()
+    labels = walkable_zones(x, y, max_radius, max_points)
+    assert (labels >= 0).all()
+    summary = summarise_zones(x, y, labels)
+    assert summary.radius.max() <= max_radius + 1e-9
+    if max_points:
+        assert summary.counts.max() <= max_points
+    # deterministic
+    assert (walkable_zones(x, y, max_radius, max_points) == labels).all()
+
+
+def test_walkable_zones_identical_points_respect_size_cap():
+    x = np.zeros(25)
+    labels = walkable_zones(x, x, 100, 10)
+    assert np.bincount(labels).max() <= 10 and np.bincount(labels).sum() == 25  # halves: 6, 6, 6, 7
+
+
+def test_kmeans_zones_deterministic_and_sampled_path_keeps_spread():
+    x, y = clusters(1)
+    a = kmeans_zones(x, y, 20, seed=5)
+    assert (a == kmeans_zones(x, y, 20, seed=5)).all() and len(np.unique(a)) == 20
+    full = summarise_zones(x, y, a).radius.mean()
+    sampled = summarise_zones(x, y, kmeans_zones(x, y, 20, seed=5, sample=2000)).radius.mean()
+    assert sampled < full * 1.25
+
+
+def test_routes_never_longer_than_nearest_neighbour_tour():
+    rng = np.random.default_rng(2)
+    for n in (3, 10, 60, 300):
+        xy = rng.uniform(0, 1000, size=(n, 2))
+        nn = nearest_neighbour_path(xy, 0)
+        assert sorted(nn.tolist()) == list(range(n))
+        improved = two_opt(xy, nn)
+        assert sorted(improved.tolist()) == list(range(n)) and improved[0] == 0
+        assert path_length(xy, improved) <= path_length(xy, nn) + 1e-9
+    order, length, nn_length = walking_route(xy, start_xy=np.array([0.0, 0.0]))
+    assert length <= nn_length and length == pytest.approx(path_length(xy, order))
+    assert order[0] == int(np.argmin((xy ** 2).sum(axis=1)))
+    # 2-opt removes a crossing: a zig-zag order on a square
+    square = np.array([[0, 0], [1, 1], [1, 0], [0, 1]], dtype=float)
+    assert path_length(square, two_opt(square, np.arange(4))) == pytest.approx(3.0)
+
+
+def test_gtfs_zip_bytes_roundtrip_via_folder(tmp_path):
+    folder = tmp_path / "gtfs"
+    folder.mkdir()
+    (folder / "stops.txt").write_text("stop_id,stop_lat,stop_lon\n1,41.0,-87.0\n")
+    result = read_stops(folder)
+    assert result.stops["stop_id"].tolist() == ["1"] and result.stops["stop_name"].tolist() == [""]
+    assert io  # module used for zip fixtures above
