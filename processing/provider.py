@@ -7,6 +7,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.canvasszones import CanvassZones
+from .algorithms.categorytrends import CategoryTrends
+from .algorithms.emerginghotspots import EmergingHotSpots
 from .algorithms.hotspots import HotSpots
 from .algorithms.loadgtfsstops import LoadGtfsStops
 from .algorithms.localmoran import LocalMoran
@@ -18,7 +20,7 @@ from .algorithms.turnoutregression import TurnoutRegression
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "civic311.svg"
 ALGORITHMS = (PrecinctStats, HotSpots, LocalMoran, OptimizedHotSpots, OutreachPriority, TurnoutRegression,
-              LoadGtfsStops, TransitAccess, CanvassZones)
+              LoadGtfsStops, TransitAccess, CanvassZones, CategoryTrends, EmergingHotSpots)
 
 
 class Civic311Provider(QgsProcessingProvider):
