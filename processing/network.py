@@ -78,9 +78,12 @@ def _server_message(response: requests.Response) -> str:
         err = body.get("error")
         if isinstance(err, dict):
             return str(err.get("message") or err)
-        for key in ("message", "description", "errorCode", "code"):
-            if body.get(key):
-                return str(body[key])
+        code = body.get("errorCode") or body.get("code")
+        message = body.get("message") or body.get("description")
+        if code and message:
+            return f"{code}: {message}"
+        if code or message:
+            return str(code or message)
     if isinstance(body, list) and body and isinstance(body[0], dict) and body[0].get("description"):
         return str(body[0]["description"])
     return text.strip()

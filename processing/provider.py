@@ -9,7 +9,9 @@ from qgis.PyQt.QtGui import QIcon
 from .algorithms.canvasszones import CanvassZones
 from .algorithms.categorytrends import CategoryTrends
 from .algorithms.emerginghotspots import EmergingHotSpots
+from .algorithms.fetchrequests import FetchRequests
 from .algorithms.hotspots import HotSpots
+from .algorithms.importrequests import ImportRequests
 from .algorithms.loadgtfsstops import LoadGtfsStops
 from .algorithms.localmoran import LocalMoran
 from .algorithms.optimizedhotspots import OptimizedHotSpots
@@ -20,7 +22,8 @@ from .algorithms.turnoutregression import TurnoutRegression
 
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "civic311.svg"
 ALGORITHMS = (PrecinctStats, HotSpots, LocalMoran, OptimizedHotSpots, OutreachPriority, TurnoutRegression,
-              LoadGtfsStops, TransitAccess, CanvassZones, CategoryTrends, EmergingHotSpots)
+              LoadGtfsStops, TransitAccess, CanvassZones, CategoryTrends, EmergingHotSpots, ImportRequests,
+              FetchRequests)
 
 
 class Civic311Provider(QgsProcessingProvider):

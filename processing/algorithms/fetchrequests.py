@@ -1,0 +1,264 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""civic311:fetchrequests — fetch 311 service requests from a city portal."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from qgis.core import (
+    QgsApplication,
+    QgsAuthMethodConfig,
+    QgsCoordinateReferenceSystem,
+    QgsProcessingException,
+    QgsProcessingParameterAuthConfig,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterDateTime,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from ..core.normalise import detect_schema, normalise
+from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
+from ..network import NetworkError, make_session, request
+from ..presets import load_presets
+from ..requestio import locate_xy, records_frame, write_outputs
+from ._zonal import advanced
+from .base import Civic311Algorithm
+from .importrequests import NORMALISED_HELP, REQUEST_OUTPUT_FIELDS, add_count_outputs, add_request_sinks
+
+
+def auth_secret(auth_id: str) -> tuple[str, str]:
+    """(kind, secret) from a QGIS authentication configuration: an API-header config (QGIS >= 3.28; the first
+    header's value) or a Basic config whose password is the token. The secret never leaves this process."""
+    if not auth_id:
+        return "", ""
+    manager = QgsApplication.authManager()
+    cfg = QgsAuthMethodConfig()
+    if not manager.loadAuthenticationConfig(auth_id, cfg, True) or not cfg.isValid(True):
+        raise QgsProcessingException(f"Authentication configuration {auth_id} could not be loaded (is the master "
+                                     "password set?).")
+    method = cfg.method()
+    if method == "APIHeader":
+        values = [v for k, v in cfg.configMap().items() if v]
+        if values:
+            return "header", values[0]
+    if method == "Basic":
+        return "basic", cfg.config("password")
+    raise QgsProcessingException(f"Authentication method {method} is not supported: use an API header "
+                                 "configuration, or a Basic one whose password is the token.")
+
+
+class FetchRequests(Civic311Algorithm):
+    NAME = "fetchrequests"
+    DISPLAY_NAME = "Fetch 311 service requests"
+    GROUP = "fetch"
+    OUTPUT_FIELDS = REQUEST_OUTPUT_FIELDS
+
+    def __init__(self):
+        super().__init__()
+        self.presets = load_presets()
+
+    HELP_HEAD = (
+        "Downloads 311 service requests from a city's open-data portal into one normalised point layer "
+        "(EPSG:4326).\n\n"
+        "PRESET supplies the portal (API, URL, dataset, field map, time zone, area) for a city; 'Custom' uses "
+        "API, BASE_URL, DATASET and FIELD_MAP. Presets live in resources/presets.json; add your own in "
+        "<QGIS profile>/civic311/presets.json.\n"
+        "APIs: Socrata SODA (BASE_URL = https://host, DATASET = the 4x4 id; date windows paged with "
+        "$order=<date>,:id), Open311 GeoReport v2 (BASE_URL = the endpoint, DATASET = jurisdiction_id or empty; "
+        "monthly windows, page/page_size; windows the server will not page are split), SeeClickFix v2 "
+        "(BASE_URL = https://seeclickfix.com/api/v2, DATASET = place_url; following metadata.pagination), "
+        "ArcGIS FeatureServer (DATASET = the layer URL; orderByFields on the object id, exceededTransferLimit, "
+        "HTTP-200 error bodies), CKAN DataStore (DATASET = resource id; sort=_id, the server's clamped limit; "
+        "dates and categories are filtered locally).\n"
+        "START_DATE/END_DATE: requests created on or after the start day and before the day after the end day. "
+        "EXTENT and CATEGORIES are applied on the server where the API can (Socrata, ArcGIS, SeeClickFix area), "
+        "and always checked locally.\n"
+        "AUTH_CONFIG: a QGIS authentication configuration holding the token. Socrata receives it as the "
+        "X-App-Token header, ArcGIS as the token parameter, SeeClickFix as a Bearer token, CKAN as the "
+        "Authorization header. Use an 'API Header' configuration where your QGIS offers it (3.28+); on QGIS 3.22, "
+        "which lacks it, use a 'Basic' configuration whose password is the token (the user name is ignored). "
+        "The token never appears in logs, error messages, outputs, cache file names or project files.\n"
+        "Trustworthy paging: retries with exponential backoff and jitter on connection errors, timeouts, 429 and "
+        "5xx (honouring Retry-After), none on other 4xx; the portal's own error message in the error. Completed "
+        "pages are cached on disk (CACHE_DIR, default <QGIS profile>/civic311/cache): a failed or cancelled fetch "
+        "resumes where it stopped, and a later END_DATE fetches only the new months. User-supplied categories "
+        "and dates are quoted for SoQL/ArcGIS, so a quote cannot change the query.\n\n"
+    )
+    HELP = HELP_HEAD + NORMALISED_HELP
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterEnum(
+            "PRESET", self.tr("City preset"), options=["Custom"] + [p["name"] for p in self.presets], defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("API", self.tr("API (Custom)"), options=list(API_NAMES),
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterString("BASE_URL", self.tr("Portal base URL (Custom)"),
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "DATASET", self.tr("Dataset id / resource id / layer URL / place (Custom)"), optional=True))
+        self.addParameter(QgsProcessingParameterDateTime(
+            "START_DATE", self.tr("Start date"), QgsProcessingParameterDateTime.Type.Date))
+        self.addParameter(QgsProcessingParameterDateTime(
+            "END_DATE", self.tr("End date (inclusive)"), QgsProcessingParameterDateTime.Type.Date))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr("Area"), optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "CATEGORIES", self.tr("Categories (comma-separated)"), optional=True))
+        self.addParameter(QgsProcessingParameterAuthConfig("AUTH_CONFIG", self.tr("Authentication (token)"),
+                                                           optional=True))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            "FIELD_MAP", self.tr("Field map (JSON: normalised field -> portal field)"), optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterCrs("XY_CRS", self.tr("CRS of x/y in the field map"),
+                                                             optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "MAX_RECORDS", self.tr("Maximum records (0 = all)"), QgsProcessingParameterNumber.Type.Integer, 0,
+            minValue=0)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "PAGE_SIZE", self.tr("Page size (0 = the API's default)"), QgsProcessingParameterNumber.Type.Integer, 0,
+            minValue=0)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "TIMEOUT", self.tr("Read timeout per request (seconds)"), QgsProcessingParameterNumber.Type.Double, 120.0,
+            minValue=0.1)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "RETRIES", self.tr("Retries per request (connection errors, timeouts, 429, 5xx)"),
+            QgsProcessingParameterNumber.Type.Integer, 5, minValue=0, maxValue=20)))
+        self.addParameter(advanced(QgsProcessingParameterFile(
+            "CACHE_DIR", self.tr("Page cache folder"), behavior=QgsProcessingParameterFile.Behavior.Folder,
+            optional=True)))
+        add_request_sinks(self)
+        add_count_outputs(self)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        preset_index = self.parameterAsEnum(parameters, "PRESET", context)
+        preset = self.presets[preset_index - 1] if preset_index > 0 else None
+        if preset:
+            api, base_url, dataset = preset["api"], preset["base_url"], preset["dataset"]
+            field_map = dict(preset.get("field_map", {}))
+        else:
+            api = API_KEYS[self.parameterAsEnum(parameters, "API", context)]
+            base_url = self.parameterAsString(parameters, "BASE_URL", context).strip()
+            dataset = self.parameterAsString(parameters, "DATASET", context).strip()
+            field_map = {}
+            if not base_url and not dataset.startswith("http"):
+                raise QgsProcessingException("With the Custom preset, give BASE_URL (and DATASET).")
+        user_map = self.parameterAsString(parameters, "FIELD_MAP", context).strip()
+        if user_map:
+            try:
+                field_map.update(json.loads(user_map))
+            except ValueError as err:
+                raise QgsProcessingException(f"FIELD_MAP is not valid JSON: {err}") from err
+        xy_crs = (preset or {}).get("xy_crs")
+        if parameters.get("XY_CRS"):
+            crs = self.parameterAsCrs(parameters, "XY_CRS", context)
+            xy_crs = crs.authid() if crs.isValid() else xy_crs
+        start_q = self.parameterAsDateTime(parameters, "START_DATE", context)
+        end_q = self.parameterAsDateTime(parameters, "END_DATE", context)
+        if not start_q.isValid() or not end_q.isValid():
+            raise QgsProcessingException("Give START_DATE and END_DATE.")
+        start = datetime(start_q.date().year(), start_q.date().month(), start_q.date().day())
+        end = datetime(end_q.date().year(), end_q.date().month(), end_q.date().day()) + timedelta(days=1)
+        if end <= start:
+            raise QgsProcessingException("END_DATE is before START_DATE.")
+        categories = [c.strip() for c in self.parameterAsString(parameters, "CATEGORIES", context).split(",")
+                      if c.strip()]
+        bbox = None
+        if parameters.get("EXTENT"):
+            rect = self.parameterAsExtent(parameters, "EXTENT", context, QgsCoordinateReferenceSystem("EPSG:4326"))
+            if not rect.isNull() and not rect.isEmpty():
+                bbox = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        kind, secret = auth_secret(self.parameterAsString(parameters, "AUTH_CONFIG", context))
+        headers = {}
+        token_param = None
+        if secret:
+            if api == "socrata":
+                headers["X-App-Token"] = secret
+            elif api == "arcgis":
+                token_param = secret
+            elif api == "seeclickfix":
+                headers["Authorization"] = f"Bearer {secret}"
+            elif api == "ckan":
+                headers["Authorization"] = secret
+            else:
+                headers["X-Api-Key"] = secret
+        query = Query(base_url, dataset, field_map, categories, bbox,
+                      self.parameterAsInt(parameters, "PAGE_SIZE", context),
+                      (preset or {}).get("location_field") or field_map.get("location"), token_param)
+        client = CLIENTS[api](query)
+        cache_dir = self.parameterAsFile(parameters, "CACHE_DIR", context) or \
+            str(Path(QgsApplication.qgisSettingsDirPath()) / "civic311" / "cache")
+        cache = PageCache(cache_dir, query_key(api, query))
+        host = urlsplit(base_url if base_url else dataset).netloc or base_url
+        source = f"{host}/{dataset.rsplit('/', 2)[-2] if dataset.startswith('http') else dataset}".rstrip("/")
+        session = make_session(headers)
+        secrets = (secret,) if secret else ()
+        fetched = [0]
+
+        retries = self.parameterAsInt(parameters, "RETRIES", context)
+        timeout = (min(10.0, self.parameterAsDouble(parameters, "TIMEOUT", context)),
+                   self.parameterAsDouble(parameters, "TIMEOUT", context))
+
+        def http(url, params):
+            for attempt in range(3):  # a body cut short in transit is fetched again
+                response = request(session, "GET", url, feedback, params=params, secrets=secrets, timeout=timeout,
+                                   retries=retries)
+                try:
+                    return response.json()
+                except ValueError as err:
+                    problem = (f"{urlsplit(url).netloc} sent a response that is not valid JSON "
+                               f"({len(response.content)} bytes): {str(err)[:120]}")
+                    feedback.pushInfo(problem + (" — fetching it again" if attempt < 2 else ""))
+            raise PortalError(problem)
+
+        def progress(n):
+            fetched[0] += n
+            feedback.setProgressText(f"{fetched[0]} rows fetched")
+
+        feedback.pushInfo(f"Fetching {API_NAMES[API_KEYS.index(api)]} {source} from {start:%Y-%m-%d} to "
+                          f"{end - timedelta(days=1):%Y-%m-%d}; page cache {cache.root}")
+        try:
+            records = fetch_all(client, start, end, http, cache, feedback.isCanceled, progress,
+                                self.parameterAsInt(parameters, "MAX_RECORDS", context), feedback.pushInfo)
+        except InterruptedError:
+            raise QgsProcessingException("Cancelled: the pages fetched so far are cached; run again to resume.") \
+                from None
+        except (PortalError, NetworkError) as err:
+            message = str(err)
+            for s in secrets:
+                message = message.replace(s, "***")
+            raise QgsProcessingException(f"{message} (pages fetched so far are cached; run again to resume)") \
+                from None
+        finally:
+            session.close()
+        frame = records_frame(records)
+        if frame.empty:
+            feedback.pushWarning("The portal returned no requests for this query.")
+        columns = list(frame.columns)
+        if "_geom_lon" in columns:
+            field_map.setdefault("longitude", "_geom_lon")
+            field_map.setdefault("latitude", "_geom_lat")
+        try:
+            if frame.empty:
+                import pandas as pd
+
+                frame = pd.DataFrame({c: [] for c in ("_id", "_created", "_lat", "_lon")})
+                field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon"}
+            fmap = detect_schema(list(frame.columns), {k: v for k, v in field_map.items()
+                                                       if k in ("request_id", "created_at", "closed_at", "status",
+                                                                "category", "descriptor", "agency", "address",
+                                                                "latitude", "longitude", "x", "y")
+                                                       and v in frame.columns}, xy_crs)
+            if preset and preset.get("tz"):
+                fmap.tz = preset["tz"]
+            result = normalise(frame, fmap, source, bbox=bbox or (tuple(preset["bbox"]) if preset and
+                                                                  preset.get("bbox") else None),
+                               categories=None if client.filters_categories_on_server else categories,
+                               date_range=None if client.filters_dates_on_server else (start, end))
+        except ValueError as err:
+            raise QgsProcessingException(f"{err} Columns returned: {', '.join(map(str, columns[:40]))}") from err
+        locate_xy(result, fmap.xy_crs, context)
+        return write_outputs(self, parameters, context, feedback, result, source)

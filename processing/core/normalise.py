@@ -1,0 +1,304 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The normalised 311 request schema: export-schema detection, field maps, row validation (pure pandas).
+
+Every input row ends up kept, rejected with a reason, or counted as a duplicate of a kept request id:
+kept + rejected + duplicates = rows read, always.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+FIELDS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
+          "source")
+TEXT_FIELDS = ("status", "category", "descriptor", "agency", "address")
+MAP_KEYS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
+            "latitude", "longitude", "x", "y")
+PLACEHOLDERS = {"", "n/a", "na", "null", "none", "unspecified", "nan"}
+
+# Known export schemas: normalised key -> candidate source columns (compared after canonical()).
+SCHEMAS: dict[str, dict] = {
+    "nyc": {"request_id": ["unique_key"], "created_at": ["created_date"], "closed_at": ["closed_date"],
+            "status": ["status"], "category": ["complaint_type", "problem_formerly_complaint_type"],
+            "descriptor": ["descriptor", "problem_detail_formerly_descriptor"], "agency": ["agency"],
+            "address": ["incident_address"], "latitude": ["latitude", "location_latitude"],
+            "longitude": ["longitude", "location_longitude"], "x": ["x_coordinate_state_plane"],
+            "y": ["y_coordinate_state_plane"], "xy_crs": "EPSG:2263", "tz": "America/New_York"},
+    "chicago": {"request_id": ["sr_number"], "created_at": ["created_date"], "closed_at": ["closed_date"],
+                "status": ["status"], "category": ["sr_type"], "descriptor": ["sr_short_code"],
+                "agency": ["owner_department", "created_department"], "address": ["street_address"],
+                "latitude": ["latitude", "location_latitude"], "longitude": ["longitude", "location_longitude"],
+                "x": ["x_coordinate"], "y": ["y_coordinate"], "xy_crs": "EPSG:3435", "tz": "America/Chicago"},
+    "chicago_legacy": {"request_id": ["service_request_number", "srn"],
+                       "created_at": ["creation_date"], "closed_at": ["completion_date"], "status": ["status"],
+                       "category": ["type_of_service_request", "type_of_sr"],
+                       "descriptor": ["tree_location", "location_of_trees", "most_recent_action"],
+                       "address": ["street_address"], "latitude": ["latitude"], "longitude": ["longitude"],
+                       "x": ["x_coordinate"], "y": ["y_coordinate"], "xy_crs": "EPSG:3435",
+                       "tz": "America/Chicago"},
+    "sf": {"request_id": ["service_request_id", "caseid"], "created_at": ["requested_datetime", "opened"],
+           "closed_at": ["closed_date", "closed"], "status": ["status_description"],
+           "category": ["service_name", "category"], "descriptor": ["service_subtype", "request_type"],
+           "agency": ["agency_responsible", "responsible_agency"], "address": ["address"],
+           "latitude": ["lat", "latitude", "point_latitude"], "longitude": ["long", "longitude", "point_longitude"],
+           "tz": "America/Los_Angeles"},
+    "boston": {"request_id": ["case_enquiry_id", "case_id"], "created_at": ["open_dt", "open_date"],
+               "closed_at": ["closed_dt", "close_date"], "status": ["case_status"],
+               "category": ["type", "service_name", "case_topic"], "descriptor": ["reason", "subject"],
+               "agency": ["department", "assigned_department"], "address": ["location", "full_address"],
+               "latitude": ["latitude"], "longitude": ["longitude"], "tz": "America/New_York"},
+    "open311": {"request_id": ["service_request_id"], "created_at": ["requested_datetime"],
+                "status": ["status"], "category": ["service_name"], "descriptor": ["service_code"],
+                "agency": ["agency_responsible"], "address": ["address"], "latitude": ["lat"],
+                "longitude": ["long"], "closed_when_status": "closed", "closed_from": ["updated_datetime"]},
+    "seeclickfix": {"request_id": ["id"], "created_at": ["created_at"], "closed_at": ["closed_at"],
+                    "status": ["status"], "category": ["request_type_title", "summary"],
+                    "descriptor": ["summary"], "address": ["address"], "latitude": ["lat"],
+                    "longitude": ["lng"]},
+}
+# extra signals that separate schemas sharing column names
+SIGNATURE = {"sf": ["status_description", "service_subtype", "supervisor_district"],
+             "open311": ["service_code", "status_notes"],
+             "chicago_legacy": ["type_of_service_request", "creation_date", "srn", "type_of_sr"],
+             "nyc": ["unique_key", "complaint_type"], "chicago": ["sr_number", "sr_type"],
+             "boston": ["case_enquiry_id", "case_status"], "seeclickfix": ["lng", "request_type_title"]}
+
+
+def canonical(name: str) -> str:
+    """'P_Creation Date' -> 'p_creation_date'; 'X-Coordinate' -> 'x_coordinate'."""
+    return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+
+
+def strip_common_prefix(columns: list[str]) -> dict[str, str]:
+    """canonical name -> column, dropping a prefix such as 'P_' shared by most columns (legacy Chicago
+    extracts prefix every column with the dataset's letter)."""
+    canon = {c: canonical(c) for c in columns}
+    prefixes = pd.Series([m.group(1) for v in canon.values() if (m := re.match(r"^([a-z])_", v))])
+    if len(prefixes) and prefixes.value_counts().iloc[0] >= 0.6 * len(columns):
+        p = prefixes.value_counts().index[0] + "_"
+        canon = {c: (v[len(p):] if v.startswith(p) else v) for c, v in canon.items()}
+    return {v: c for c, v in reversed(list(canon.items()))}
+
+
+@dataclass
+class FieldMap:
+    columns: dict[str, str]  # normalised key -> source column
+    schema: str
+    xy_crs: str | None = None
+    tz: str | None = None
+    closed_when_status: str | None = None
+    closed_from: str | None = None
+
+
+def detect_schema(columns: list[str], overrides: dict[str, str] | None = None, xy_crs: str | None = None) -> FieldMap:
+    """The best-matching known export schema for these columns, with explicit overrides applied on top."""
+    lookup = strip_common_prefix(columns)
+    best, best_score = "custom", 0
+    for name, schema in SCHEMAS.items():
+        score = sum(1 for key in MAP_KEYS if any(c in lookup for c in schema.get(key, [])))
+        score += 2 * sum(1 for c in SIGNATURE.get(name, []) if c in lookup)
+        if score > best_score:
+            best, best_score = name, score
+    mapping: dict[str, str] = {}
+    schema = SCHEMAS.get(best, {})
+    for key in MAP_KEYS:
+        for cand in schema.get(key, []):
+            if cand in lookup:
+                mapping[key] = lookup[cand]
+                break
+    for key, col in (overrides or {}).items():
+        if key not in MAP_KEYS:
+            raise ValueError(f"Unknown field map key {key!r}: use {', '.join(MAP_KEYS)}.")
+        if col:
+            if col not in columns:
+                found = lookup.get(canonical(col))
+                if found is None:
+                    raise ValueError(f"The field map names {col!r} for {key}, but the data has no such column.")
+                col = found
+            mapping[key] = col
+    closed_from = None
+    if schema.get("closed_from"):
+        closed_from = next((lookup[c] for c in schema["closed_from"] if c in lookup), None)
+    return FieldMap(mapping, best, xy_crs or schema.get("xy_crs"), schema.get("tz"),
+                    schema.get("closed_when_status"), closed_from)
+
+
+def _text(series: pd.Series | None, n: int) -> pd.Series:
+    if series is None:
+        return pd.Series([None] * n, dtype=object)
+    s = series.astype(object).where(series.notna(), None)
+    s = s.map(lambda v: v if v is None else str(v).strip())
+    return s.where(~s.map(lambda v: v is None or v.lower() in PLACEHOLDERS), None)
+
+
+DATE_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y/%m/%d %H:%M:%S",
+                "%d/%m/%Y %H:%M:%S")
+
+
+def parse_dates(values: pd.Series, tz: str | None = None) -> pd.Series:
+    """Timestamps in the usual 311 formats -> naive datetime64[ns] (NaT where unparseable).
+
+    ISO 8601 with an offset (Open311, SeeClickFix, 'Z') and epoch milliseconds (ArcGIS) are converted to the
+    source's local time zone ``tz`` (UTC when unknown); floating timestamps without an offset (Socrata, CKAN,
+    CSV exports) are kept as the publisher's local time."""
+    s = values.astype(object).where(values.notna(), None)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    text = s.map(lambda v: None if v is None else str(v).strip())
+    todo = text.notna() & (text != "")
+    numeric = todo & text.str.fullmatch(r"-?\d{10,13}(\.\d+)?").fillna(False)
+    if numeric.any():
+        ms = pd.to_numeric(text[numeric]).astype(float)
+        ms = ms.where(ms.abs() > 1e11, ms * 1000)  # seconds -> milliseconds
+        stamps = pd.to_datetime(ms, unit="ms", utc=True)
+        out[numeric] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None)
+        todo &= ~numeric
+    iso = todo & text.str.match(r"^\d{4}-\d{2}-\d{2}").fillna(False)
+    if iso.any():
+        sub = text[iso]
+        aware = sub.str.contains(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)$", regex=True)
+        if (~aware).any():
+            naive = sub[~aware].str.replace("T", " ", regex=False)
+            out[naive.index] = pd.to_datetime(naive, errors="coerce")
+        if aware.any():
+            fixed = sub[aware].str.replace(r"([+-]\d{2})(\d{2})$", r"\1:\2", regex=True)
+            fixed = fixed.str.replace(r"([ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", r"\1:00", regex=True)
+            stamps = pd.to_datetime(fixed, errors="coerce", utc=True)
+            out[stamps.index] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None)
+        todo &= ~iso
+    for fmt in DATE_FORMATS:
+        if not todo.any():
+            break
+        parsed = pd.to_datetime(text[todo], format=fmt, errors="coerce")
+        ok = parsed.notna()
+        out[parsed[ok].index] = parsed[ok]
+        todo[parsed[ok].index] = False
+    return out
+
+
+@dataclass
+class Normalised:
+    kept: pd.DataFrame  # FIELDS + lon, lat (EPSG:4326) or x, y (XY_CRS, column use_xy True)
+    rejected: pd.DataFrame  # raw_id, reject_reason, row
+    duplicates: int
+    read: int
+    swapped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _num(series: pd.Series | None, n: int) -> np.ndarray:
+    if series is None:
+        return np.full(n, np.nan)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+
+
+def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
+              bbox: tuple[float, float, float, float] | None = None, categories: list[str] | None = None,
+              date_range: tuple | None = None) -> Normalised:
+    """Validate and normalise raw rows. ``bbox`` (lon/lat) is the area the requests must lie in; without it
+    only impossible coordinates are rejected and swapped pairs are detected against the data's own area.
+    ``categories`` and ``date_range`` ([start, end) naive datetimes) filter rows the portal could not filter
+    itself; rows they leave out are listed as rejected with the reason, never dropped silently."""
+    n = len(frame)
+    cols = fmap.columns
+
+    def col(key):
+        return frame[cols[key]] if key in cols else None
+
+    if "request_id" not in cols:
+        raise ValueError("No request id column found: give ID_FIELD (or 'request_id' in FIELD_MAP).")
+    if "created_at" not in cols:
+        raise ValueError("No creation date column found: give DATE_FIELD (or 'created_at' in FIELD_MAP).")
+    has_latlon = "latitude" in cols and "longitude" in cols
+    has_xy = "x" in cols and "y" in cols and fmap.xy_crs
+    if not has_latlon and not has_xy:
+        raise ValueError("No coordinates found: give LAT_FIELD and LON_FIELD, or X_FIELD and Y_FIELD with XY_CRS.")
+    reason = pd.Series([None] * n, dtype=object)
+
+    def reject(mask, why):
+        mask = np.asarray(mask, dtype=bool) & reason.isna().to_numpy()
+        reason[mask] = why
+
+    rid = _text(col("request_id"), n)
+    reject(rid.isna(), "missing request id")
+    created_raw = _text(col("created_at"), n)
+    created = parse_dates(created_raw, fmap.tz)
+    reject(created_raw.isna(), "missing created_at")
+    reject(created.isna(), "unparseable created_at")
+    if date_range is not None:
+        start, end = (pd.Timestamp(d) for d in date_range)
+        reject(created.notna() & ((created < start) | (created >= end)), "outside the date range")
+    if categories:
+        wanted = {c.strip().lower() for c in categories}
+        cat = _text(col("category"), n)
+        reject(~cat.map(lambda v: v is not None and v.lower() in wanted).to_numpy(dtype=bool),
+               "category not requested")
+    closed = parse_dates(_text(col("closed_at"), n), fmap.tz) if "closed_at" in cols else \
+        pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    status = _text(col("status"), n)
+    if fmap.closed_when_status and fmap.closed_from and "closed_at" not in cols:
+        is_closed = status.str.lower().eq(fmap.closed_when_status).fillna(False)
+        closed = closed.where(~is_closed, parse_dates(_text(frame[fmap.closed_from], n), fmap.tz))
+
+    lat, lon = _num(col("latitude"), n), _num(col("longitude"), n)
+    if not has_latlon:
+        lat, lon = np.full(n, np.nan), np.full(n, np.nan)
+    x, y = (_num(col("x"), n), _num(col("y"), n)) if has_xy else (np.full(n, np.nan), np.full(n, np.nan))
+    zero_ll = (lat == 0) | (lon == 0)
+    lat = np.where(zero_ll, np.nan, lat)
+    lon = np.where(zero_ll, np.nan, lon)
+    use_xy = ~(np.isfinite(lat) & np.isfinite(lon)) & np.isfinite(x) & np.isfinite(y) & (x != 0) & (y != 0)
+    swapped = 0
+    if has_latlon:
+        valid = np.isfinite(lat) & np.isfinite(lon)
+        in_range = valid & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+        area = bbox
+        if area is None and in_range.sum() >= 10:
+            mlon, mlat = np.median(lon[in_range]), np.median(lat[in_range])
+            area = (mlon - 1.5, mlat - 1.5, mlon + 1.5, mlat + 1.5)
+        if area is not None:
+            inside = (lon >= area[0]) & (lon <= area[2]) & (lat >= area[1]) & (lat <= area[3])
+            swap_inside = (lat >= area[0]) & (lat <= area[2]) & (lon >= area[1]) & (lon <= area[3])
+        else:
+            inside = in_range
+            swap_inside = np.zeros(n, dtype=bool)
+        fix = valid & ~inside & swap_inside & ~use_xy
+        if not in_range.any():  # no reference area at all: obvious swaps only
+            fix |= valid & (np.abs(lat) > 90) & (np.abs(lon) <= 90)
+        lat, lon = np.where(fix, lon, lat), np.where(fix, lat, lon)
+        swapped = int(fix.sum())
+        in_range = np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+        reject(valid & ~in_range & ~use_xy, "coordinates out of range")
+        if bbox is not None:
+            outside = np.isfinite(lat) & ~((lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3]))
+            reject(outside & ~use_xy, "outside the requested area")
+    missing_geo = ~(np.isfinite(lat) & np.isfinite(lon)) & ~use_xy
+    reject(missing_geo & (zero_ll | ((x == 0) | (y == 0))), "zero coordinates")
+    reject(missing_geo, "missing coordinates")
+
+    out = pd.DataFrame({
+        "request_id": rid, "created_at": created, "closed_at": closed, "status": status,
+        "category": _text(col("category"), n), "descriptor": _text(col("descriptor"), n),
+        "agency": _text(col("agency"), n), "address": _text(col("address"), n),
+        "source": source, "lon": lon, "lat": lat, "x": x, "y": y, "use_xy": use_xy,
+    })
+    ok = reason.isna().to_numpy()
+    # a duplicate is a usable row whose request id an earlier usable row already has
+    kept_ids = out.loc[ok, "request_id"]
+    dup = np.zeros(n, dtype=bool)
+    dup[np.flatnonzero(ok)] = kept_ids.duplicated(keep="first").to_numpy()
+    rejected = pd.DataFrame({"raw_id": rid, "reject_reason": reason, "row": np.arange(1, n + 1)})
+    rejected = rejected[~ok | dup].copy()
+    rejected.loc[dup[~ok | dup], "reject_reason"] = "duplicate request id"
+    warnings = []
+    if swapped:
+        warnings.append(f"{swapped} row(s) had latitude and longitude swapped; they were swapped back.")
+    bad_close = (out["closed_at"] < out["created_at"]).to_numpy() & ok & ~dup
+    if bad_close.any():
+        warnings.append(f"{int(bad_close.sum())} kept request(s) were closed before they were created "
+                        "(kept as published).")
+    kept = out[ok & ~dup].reset_index(drop=True)
+    return Normalised(kept, rejected.reset_index(drop=True), int(dup.sum()), n, swapped, warnings)

@@ -1,0 +1,179 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Shared by fetch and import: read raw files into frames, finish normalisation (state-plane X/Y), write the
+normalised request layer and the rejects table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessingException,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QDateTime, QVariant
+
+from .core.normalise import FIELDS, Normalised
+from .layerio import WGS84, transform_xy
+
+REQUEST_FIELD_TYPES = {"created_at": QVariant.DateTime, "closed_at": QVariant.DateTime}
+
+
+def request_fields() -> QgsFields:
+    fields = QgsFields()
+    for name in FIELDS:
+        fields.append(QgsField(name, REQUEST_FIELD_TYPES.get(name, QVariant.String)))
+    return fields
+
+
+def reject_fields() -> QgsFields:
+    fields = QgsFields()
+    for name, kind in (("raw_id", QVariant.String), ("reject_reason", QVariant.String),
+                       ("source", QVariant.String), ("row", QVariant.LongLong)):
+        fields.append(QgsField(name, kind))
+    return fields
+
+
+def records_frame(records: list) -> pd.DataFrame:
+    """Rows of JSON objects -> string frame; nested objects flattened with '_' (location_latitude, …)."""
+    if not records:
+        return pd.DataFrame()
+    frame = pd.json_normalize(records, sep="_")
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def read_file(path: str) -> pd.DataFrame:
+    """CSV, GeoJSON, Socrata JSON, Open311 JSON, SeeClickFix, CKAN or Esri JSON -> frame of raw values.
+    GeoJSON and Esri point geometries become the columns _geom_lon and _geom_lat."""
+    p = Path(path)
+    if not p.exists():
+        raise QgsProcessingException(f"{path} does not exist.")
+    head = p.read_bytes()[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:1] not in (b"[", b"{"):
+        for encoding in ("utf-8-sig", "latin-1"):
+            try:
+                return pd.read_csv(p, dtype=str, keep_default_na=False, encoding=encoding, low_memory=False)
+            except UnicodeDecodeError:
+                continue
+    try:
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise QgsProcessingException(f"{p.name} is neither CSV nor valid JSON: {err}") from err
+    return json_frame(data)
+
+
+def json_frame(data) -> pd.DataFrame:
+    if isinstance(data, list):
+        return records_frame(data)
+    if not isinstance(data, dict):
+        raise QgsProcessingException("The JSON file holds neither a list of requests nor a FeatureCollection.")
+    if isinstance(data.get("features"), list):
+        rows = []
+        for feat in data["features"]:
+            props = dict(feat.get("properties") or feat.get("attributes") or {})
+            geom = feat.get("geometry") or {}
+            coords = geom.get("coordinates") if isinstance(geom, dict) else None
+            if isinstance(coords, list) and len(coords) >= 2 and not isinstance(coords[0], list):
+                props["_geom_lon"], props["_geom_lat"] = coords[0], coords[1]
+            elif isinstance(geom, dict) and "x" in geom and "y" in geom:
+                props["_geom_lon"], props["_geom_lat"] = geom["x"], geom["y"]
+            rows.append(props)
+        return records_frame(rows)
+    for key in ("issues", "records", "service_requests", "requests", "data"):
+        if isinstance(data.get(key), list):
+            return records_frame(data[key])
+    if isinstance(data.get("result"), dict) and isinstance(data["result"].get("records"), list):
+        return records_frame(data["result"]["records"])
+    raise QgsProcessingException("The JSON file holds no list of requests this importer knows.")
+
+
+def locate_xy(result: Normalised, xy_crs: str | None, context) -> None:
+    """Turn state-plane X/Y rows into lon/lat (EPSG:4326); rows that still have no usable location move to the
+    rejects (so none is lost)."""
+    kept = result.kept
+    use = kept["use_xy"].to_numpy(dtype=bool)
+    if use.any():
+        crs = QgsCoordinateReferenceSystem(xy_crs or "")
+        if not crs.isValid():
+            raise QgsProcessingException(f"XY_CRS {xy_crs!r} is not a valid CRS.")
+        lon, lat = transform_xy(kept.loc[use, "x"].to_numpy(float), kept.loc[use, "y"].to_numpy(float), crs, WGS84,
+                                context)
+        kept.loc[use, "lon"], kept.loc[use, "lat"] = lon, lat
+    bad = ~(np.isfinite(kept["lon"]) & np.isfinite(kept["lat"]) & (kept["lat"].abs() <= 90) &
+            (kept["lon"].abs() <= 180)).to_numpy()
+    if bad.any():
+        moved = pd.DataFrame({"raw_id": kept.loc[bad, "request_id"], "reject_reason": "unusable X/Y coordinates",
+                              "row": -1})
+        result.rejected = pd.concat([result.rejected, moved], ignore_index=True)
+        result.kept = kept[~bad].reset_index(drop=True)
+
+
+def _qdt(values: pd.Series) -> list:
+    out = []
+    for v in values:
+        if pd.isna(v):
+            out.append(None)
+        else:
+            out.append(QDateTime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond // 1000))
+    return out
+
+
+def write_requests(sink, kept: pd.DataFrame, feedback, batch: int = 50_000) -> None:
+    fields = request_fields()
+    text = {name: kept[name].tolist() for name in ("request_id", "status", "category", "descriptor", "agency",
+                                                   "address", "source")}
+    created, closed = _qdt(kept["created_at"]), _qdt(kept["closed_at"])
+    lon, lat = kept["lon"].tolist(), kept["lat"].tolist()
+    buffer = []
+    for i in range(len(kept)):
+        f = QgsFeature(fields)
+        f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(lon[i], lat[i])))
+        f.setAttributes([text["request_id"][i], created[i], closed[i], text["status"][i], text["category"][i],
+                         text["descriptor"][i], text["agency"][i], text["address"][i], text["source"][i]])
+        buffer.append(f)
+        if len(buffer) >= batch:
+            if not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
+                raise QgsProcessingException(f"Could not write the requests: {sink.lastError()}")
+            buffer = []
+            feedback.setProgress(100.0 * i / max(len(kept), 1))
+    if buffer and not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
+        raise QgsProcessingException(f"Could not write the requests: {sink.lastError()}")
+
+
+def write_outputs(alg, parameters, context, feedback, result: Normalised, source: str) -> dict:
+    """OUTPUT (points, EPSG:4326), REJECTED (table) and the four counts."""
+    sink, dest_id = alg.parameterAsSink(parameters, "OUTPUT", context, request_fields(), QgsWkbTypes.Type.Point,
+                                        WGS84)
+    if sink is None:
+        raise QgsProcessingException(alg.invalidSinkError(parameters, "OUTPUT"))
+    write_requests(sink, result.kept, feedback)
+    results = {"OUTPUT": dest_id, "FETCHED": result.read, "KEPT": len(result.kept),
+               "REJECTED_COUNT": len(result.rejected) - result.duplicates, "DUPLICATES": result.duplicates}
+    if parameters.get("REJECTED") is not None:
+        rsink, rid = alg.parameterAsSink(parameters, "REJECTED", context, reject_fields(),
+                                         QgsWkbTypes.Type.NoGeometry)
+        if rsink is not None:
+            feats = []
+            for row in result.rejected.itertuples(index=False):
+                f = QgsFeature(reject_fields())
+                f.setAttributes([row.raw_id, row.reject_reason, source, int(row.row)])
+                feats.append(f)
+            rsink.addFeatures(feats, QgsFeatureSink.Flag.FastInsert)
+            results["REJECTED"] = rid
+    for message in result.warnings:
+        feedback.pushWarning(message)
+    reasons = result.rejected["reject_reason"].value_counts().to_dict() if len(result.rejected) else {}
+    feedback.pushInfo(f"{result.read} rows read: {results['KEPT']} kept, {results['REJECTED_COUNT']} rejected, "
+                      f"{result.duplicates} duplicates" + (f" ({reasons})" if reasons else ""))
+    if results["KEPT"] + results["REJECTED_COUNT"] + results["DUPLICATES"] != results["FETCHED"]:
+        raise QgsProcessingException("Internal error: kept + rejected + duplicates differs from the rows read.")
+    return results
