@@ -201,12 +201,13 @@ class ArcGIS(Client):
                  f"{created} < TIMESTAMP '{window[1].strftime(fmt)}'"]
         if self.q.categories and self.q.fields.get("category"):
             where.append(f"{self.q.fields['category']} IN ({', '.join(soql_quote(c) for c in self.q.categories)})")
-        params = {"where": " AND ".join(where), "outFields": "*", "orderByFields": f"{self.oid} ASC",
-                  "outSR": 4326, "returnGeometry": "true", "f": "json"}
+        if not self.paging:  # no paging: walk the object ids upwards
+            where.append(f"{self.oid} > {state.extra.get('last_oid', -1)}")
+        params: dict[str, Any] = {"where": " AND ".join(where), "outFields": "*",
+                                  "orderByFields": f"{self.oid} ASC", "outSR": 4326, "returnGeometry": "true",
+                                  "f": "json"}
         if self.paging:
             params.update({"resultOffset": state.rows, "resultRecordCount": self.page_size})
-        else:  # no paging: walk the object ids upwards
-            params["where"] += f" AND {self.oid} > {state.extra.get('last_oid', -1)}"
         if self.q.bbox:
             w, s, e, n = self.q.bbox
             params.update({"geometry": f"{w},{s},{e},{n}", "geometryType": "esriGeometryEnvelope", "inSR": 4326,
