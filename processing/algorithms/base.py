@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterVectorLayer,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -54,3 +60,42 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802 - QGIS API
         return type(self)()
+
+    def execute(self, parameters, context, feedback) -> dict:
+        """The algorithm itself (subclasses): parameters -> arrays -> core -> sinks -> results."""
+        raise NotImplementedError
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        self.run_parameters = dict(parameters)
+        self.metadata_extra: dict = {}
+        self.input_layers = []
+        for definition in self.parameterDefinitions():
+            if isinstance(definition, (QgsProcessingParameterFeatureSource, QgsProcessingParameterVectorLayer)) \
+                    and parameters.get(definition.name()):
+                layer = self.parameterAsVectorLayer(parameters, definition.name(), context)
+                if layer is not None:
+                    self.input_layers.append(layer)
+        self.run_results = self.execute(parameters, context, feedback)
+        return self.run_results
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API
+        """Style every vector output and attach metadata: on memory layers directly, into file outputs
+        (GeoPackage layer_styles, or .qml beside other formats), and through a post-processor on layers that
+        QGIS loads into the project."""
+        from ..styling import StylePostProcessor, build_metadata, keep_alive, store_with_file, style_layer
+
+        for key, value in (getattr(self, "run_results", None) or {}).items():
+            definition = self.parameterDefinition(key)
+            if not isinstance(definition, QgsProcessingParameterFeatureSink) or not isinstance(value, str):
+                continue
+            metadata = build_metadata(self, key, self.run_parameters, self.input_layers, self.metadata_extra)
+            layer = context.getMapLayer(value)
+            if isinstance(layer, QgsVectorLayer):
+                style_layer(layer, self.name(), key)
+                layer.setMetadata(metadata)
+            else:
+                store_with_file(value, self.name(), key, metadata, feedback)
+            if context.willLoadLayerOnCompletion(value):
+                details = context.layerToLoadOnCompletionDetails(value)
+                details.setPostProcessor(keep_alive(StylePostProcessor(self.name(), key, metadata)))
+        return {}

@@ -92,7 +92,7 @@ class CanvassZones(Civic311Algorithm):
             "ROUTES", self.tr("Walking routes"), QgsProcessing.SourceType.TypeVectorLine, optional=True,
             createByDefault=True))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         source = self.parameterAsSource(parameters, "INPUT", context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))

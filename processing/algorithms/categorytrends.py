@@ -84,7 +84,7 @@ class CategoryTrends(Civic311Algorithm):
         self.addOutput(QgsProcessingOutputNumber("SPIKES", self.tr("Zones with a spike")))
         self.addOutput(QgsProcessingOutputNumber("PERIODS", self.tr("Periods")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         category_field = self.parameterAsString(parameters, "CATEGORY_FIELD", context)
         interval = self.parameterAsEnum(parameters, "INTERVAL", context)
         baseline_n = self.parameterAsInt(parameters, "BASELINE", context)

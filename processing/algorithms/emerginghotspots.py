@@ -70,7 +70,7 @@ class EmergingHotSpots(Civic311Algorithm):
             "TABLE", self.tr("Space-time Gi* per zone and step"), QgsProcessing.SourceType.TypeVector,
             optional=True, createByDefault=True))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         interval = self.parameterAsEnum(parameters, "INTERVAL", context)
         window = self.parameterAsInt(parameters, "TIME_WINDOW", context)
         zoned = zone_requests(self, parameters, context, feedback)

@@ -133,7 +133,7 @@ class FetchRequests(Civic311Algorithm):
         add_request_sinks(self)
         add_count_outputs(self)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         preset_index = self.parameterAsEnum(parameters, "PRESET", context)
         preset = self.presets[preset_index - 1] if preset_index > 0 else None
         if preset:
@@ -261,4 +261,13 @@ class FetchRequests(Civic311Algorithm):
         except ValueError as err:
             raise QgsProcessingException(f"{err} Columns returned: {', '.join(map(str, columns[:40]))}") from err
         locate_xy(result, fmap.xy_crs, context)
+        self.metadata_extra = {
+            "Source portal": f"{API_NAMES[API_KEYS.index(api)]} {source}",
+            "Query": f"created {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d}"
+                     + (f"; categories {', '.join(categories)}" if categories else "")
+                     + (f"; area {bbox}" if bbox else ""),
+            "Fetched at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "attribution": (preset or {}).get("attribution", f"Open data published by {host}"),
+            "licence": (preset or {}).get("licence", "See the portal's terms of use"),
+        }
         return write_outputs(self, parameters, context, feedback, result, source)

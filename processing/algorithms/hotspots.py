@@ -55,7 +55,7 @@ class HotSpots(Civic311Algorithm):
             "FDR", self.tr("Apply False Discovery Rate correction"), defaultValue=True))
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Hot spots")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         data = read_spatial_input(self, parameters, context, feedback)
         result = gi_star(data.values, data.weights,
                          permutations=self.parameterAsInt(parameters, "PERMUTATIONS", context),

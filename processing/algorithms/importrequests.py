@@ -81,7 +81,7 @@ class ImportRequests(Civic311Algorithm):
         add_request_sinks(self)
         add_count_outputs(self)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         path = self.parameterAsFile(parameters, "INPUT", context)
         frame = read_file(path)
         if frame.empty and len(frame.columns) == 0:

@@ -57,7 +57,7 @@ class LoadGtfsStops(Civic311Algorithm):
             "OUTPUT", self.tr("GTFS stops"), QgsProcessing.SourceType.TypeVectorPoint))
         self.addOutput(QgsProcessingOutputNumber("REJECTED", self.tr("Stops without usable coordinates")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         path = self.parameterAsFile(parameters, "INPUT", context)
         try:
             result = read_stops(path, self.parameterAsBool(parameters, "BOARDING_ONLY", context))

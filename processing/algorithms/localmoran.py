@@ -47,7 +47,7 @@ class LocalMoran(Civic311Algorithm):
             "FDR", self.tr("Apply False Discovery Rate correction"), defaultValue=True))
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Clusters and outliers")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         import numpy as np
 
         data = read_spatial_input(self, parameters, context, feedback)

@@ -65,7 +65,7 @@ class OptimizedHotSpots(Civic311Algorithm):
         self.addOutput(QgsProcessingOutputNumber("CELL_SIZE", self.tr("Hexagon width used (m)")))
         self.addOutput(QgsProcessingOutputNumber("DISTANCE_BAND", self.tr("Distance band used (m)")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         source = self.parameterAsSource(parameters, "INPUT", context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))

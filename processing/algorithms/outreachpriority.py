@@ -58,7 +58,7 @@ class OutreachPriority(Civic311Algorithm):
                 QgsProcessingParameterNumber.Type.Double, 1.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Outreach priority")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         source = self.parameterAsSource(parameters, "INPUT", context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))

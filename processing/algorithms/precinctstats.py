@@ -110,7 +110,7 @@ class PrecinctStats(Civic311Algorithm):
         self.addOutput(QgsProcessingOutputNumber("MATCHED", self.tr("Requests inside a precinct")))
         self.addOutput(QgsProcessingOutputNumber("UNMATCHED", self.tr("Requests outside every precinct")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         id_field = self.parameterAsString(parameters, "PRECINCT_ID_FIELD", context)
         voters_field = self.parameterAsString(parameters, "VOTERS_FIELD", context)
         ballots_field = self.parameterAsString(parameters, "BALLOTS_FIELD", context)

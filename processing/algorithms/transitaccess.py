@@ -75,7 +75,7 @@ class TransitAccess(Civic311Algorithm):
                 key, self.tr(label), QgsProcessingParameterNumber.Type.Double, default, minValue=0.0))
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Transit access")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         source = self.parameterAsSource(parameters, "INPUT", context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "INPUT"))

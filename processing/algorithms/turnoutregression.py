@@ -89,7 +89,7 @@ class TurnoutRegression(Civic311Algorithm):
                            ("MORAN_I", "Moran's I of the residuals"), ("MORAN_P", "Residual Moran's I p-value")):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+    def execute(self, parameters, context, feedback):
         turnout = self.parameterAsString(parameters, "TURNOUT_FIELD", context)
         explanatory = self.parameterAsFields(parameters, "EXPLANATORY_FIELDS", context)
         weight_field = self.parameterAsString(parameters, "WEIGHT_FIELD", context)

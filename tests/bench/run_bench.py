@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
@@ -67,6 +69,126 @@ def run_alg(alg: str, params: dict, env: dict) -> tuple[float, float, dict]:
     return measure_rss(args, env)
 
 
+def mean_zone_radius(path: str, field: str) -> float:
+    """Mean over zones of the largest distance from the zone centre to its points (projected metres)."""
+    import numpy as np
+    from osgeo import ogr
+
+    ds = ogr.Open(path)
+    lyr = ds.GetLayer(0)
+    xs, ys, labels = [], [], []
+    for f in lyr:
+        g = f.GetGeometryRef()
+        xs.append(g.GetX())
+        ys.append(g.GetY())
+        labels.append(f.GetField(field))
+    sys.path.insert(0, str(ROOT.parent))
+    x, y, lab = np.asarray(xs), np.asarray(ys), np.asarray([-1 if v is None else v for v in labels])
+    radii = []
+    for z in np.unique(lab[lab >= 0]):
+        m = lab == z
+        cx, cy = x[m].mean(), y[m].mean()
+        radii.append(np.sqrt((x[m] - cx) ** 2 + (y[m] - cy) ** 2).max())
+    return float(np.mean(radii))
+
+
+def field_ops(city, scale, work, env, row) -> None:
+    req, stops = f"{city}|layername=requests", f"{city}|layername=stops"
+    ours = run_alg("civic311:transitaccess", {"INPUT": req, "STOPS": stops, "OUTPUT": work / f"ta_{scale}.gpkg"},
+                   env)
+    native = run_alg("qgis:distancetonearesthubpoints", {"INPUT": req, "HUBS": stops, "FIELD": "stop_id",
+                                                          "UNIT": 0, "OUTPUT": work / f"hub_{scale}.gpkg"}, env)
+    row("transitaccess (12,000 stops)", scale, ours, native, "qgis:distancetonearesthubpoints", ">= 50x at 1M")
+    km = work / f"km_{scale}.gpkg"
+    ours = run_alg("civic311:canvasszones", {"INPUT": req, "METHOD": 0, "ZONE_COUNT": 200, "OUTPUT": km}, env)
+    nkm = work / f"nkm_{scale}.gpkg"
+    native = run_alg("native:kmeansclustering", {"INPUT": req, "CLUSTERS": 200, "FIELD": "CLUSTER_ID",
+                                                  "OUTPUT": nkm}, env)
+    spread = f"mean radius civic311 {mean_zone_radius(str(km), 'zone_id'):.0f} m vs native " \
+             f"{mean_zone_radius(str(nkm), 'CLUSTER_ID'):.0f} m"
+    row(f"canvasszones K-means 200 ({spread})", scale, ours, native, "native:kmeansclustering", ">= 20x at 1M")
+
+
+def fetch_import(city, scale, work, env, row) -> None:
+    """Import a CSV of the synthetic requests (with lat/lon) and fetch the same rows from the mock Socrata."""
+    import pandas as pd
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject
+    from synthetic_city import SCALES, requests_frame
+
+    frame = requests_frame(SCALES[scale])
+    ct = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32616"), QgsCoordinateReferenceSystem("EPSG:4326"),
+                                QgsProject.instance())
+    lon_lat = [ct.transform(QgsPointXY(a, b)) for a, b in zip(frame["x"].to_numpy()[:1], frame["y"].to_numpy()[:1])]
+    del lon_lat
+    from osgeo import osr
+
+    a, b = osr.SpatialReference(), osr.SpatialReference()
+    a.ImportFromEPSG(32616)
+    b.ImportFromEPSG(4326)
+    a.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    b.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    import numpy as np
+
+    ll = np.asarray(osr.CoordinateTransformation(a, b).TransformPoints(frame[["x", "y"]].to_numpy()))
+    csv = work / f"requests_{scale}.csv"
+    pd.DataFrame({"sr_number": frame["request_id"], "sr_type": frame["category"], "status": "Open",
+                  "created_date": frame["created_at"], "latitude": ll[:, 1].round(7),
+                  "longitude": ll[:, 0].round(7)}).to_csv(csv, index=False)
+    ours = run_alg("civic311:importrequests", {"INPUT": csv, "OUTPUT": work / f"imp_{scale}.gpkg"}, env)
+    vrt = work / f"requests_{scale}.vrt"
+    vrt.write_text(f'<OGRVRTDataSource><OGRVRTLayer name="requests_{scale}"><SrcDataSource>{csv}</SrcDataSource>'
+                   '<GeometryType>wkbPoint</GeometryType><LayerSRS>EPSG:4326</LayerSRS>'
+                   '<GeometryField encoding="PointFromColumns" x="longitude" y="latitude"/></OGRVRTLayer>'
+                   '</OGRVRTDataSource>')
+    native = run_alg("native:savefeatures", {"INPUT": str(vrt), "OUTPUT": work / f"save_{scale}.gpkg"}, env)
+    row("importrequests (CSV)", scale, ours, native, "CSV as points + native:savefeatures", "<= 10 s, < 1 GB at 1M")
+    url, server = socrata_server(frame, ll)
+    try:
+        ours = run_alg("civic311:fetchrequests", {
+            "PRESET": 0, "API": 0, "BASE_URL": url, "DATASET": "bench-0311", "START_DATE": "2025-01-01",
+            "END_DATE": "2025-12-31", "CACHE_DIR": work / f"cache_{scale}", "OUTPUT": work / f"fetch_{scale}.gpkg"},
+            env)
+    finally:
+        server.shutdown()
+    row(f"fetchrequests (mock Socrata, {ours[2].get('FETCHED', 0)} rows)", scale, ours, None, "",
+        ">= 100,000 rows/s at 1M")
+
+
+def socrata_server(frame, lonlat):
+    """A fast local Socrata stand-in: rows pre-serialised and sorted by created_date, $where bounds by bisection."""
+    import bisect
+    import http.server
+    import re
+    import threading
+    from urllib.parse import parse_qs, urlsplit
+
+    order = np.argsort(frame["created_at"].to_numpy(), kind="stable")
+    created = frame["created_at"].to_numpy()[order].tolist()
+    rows = [json.dumps({"sr_number": frame["request_id"].iat[i], "sr_type": frame["category"].iat[i],
+                        "status": "Open", "created_date": created[k] + ".000", "latitude": f"{lonlat[i, 1]:.7f}",
+                        "longitude": f"{lonlat[i, 0]:.7f}"}) for k, i in enumerate(order)]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            p = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+            lo, hi = (re.findall(r"'([^']*)'", p.get("$where", "")) + ["", "~"])[:2]
+            a, b = bisect.bisect_left(created, lo), bisect.bisect_left(created, hi)
+            off, lim = int(p.get("$offset", 0)), int(p.get("$limit", 1000))
+            body = ("[" + "\n,".join(rows[a + off:min(b, a + off + lim)]) + "]").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json;charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
 def main() -> None:
     scales = os.environ.get("BENCH_SCALES", "10k,100k,1M").split(",")
     work = Path(tempfile.mkdtemp(prefix="civic311-bench-"))
@@ -107,6 +229,9 @@ def main() -> None:
             lm = run_alg("civic311:localmoran", {"INPUT": stats_out, "FIELD": "rate_eb", "NEIGHBOURS": 0,
                                                  "PERMUTATIONS": 999, "OUTPUT": work / f"lm_{scale}.gpkg"}, env)
             row("localmoran (999 perms)", scale, lm, None, "")
+        if scale == "1M" or os.environ.get("BENCH_ALL_ROWS"):
+            field_ops(city, scale, work, env, row)
+            fetch_import(city, scale, work, env, row)
     print()
     print("| task | scale | civic311 s | civic311 peak MB | reference | reference s | reference peak MB | "
           "speed-up | target |")
