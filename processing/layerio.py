@@ -18,6 +18,7 @@ from qgis.core import (
     QgsFields,
     QgsGeometry,
     QgsProcessingException,
+    QgsProcessingFeatureSource,
     QgsProcessingFeatureSourceDefinition,
     QgsProviderRegistry,
     QgsRectangle,
@@ -249,7 +250,8 @@ def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, l
     if not want_metric and dest_crs is not None and dest_crs.isValid() and dest_crs != source.sourceCrs():
         transform = QgsCoordinateTransform(source.sourceCrs(), dest_crs, context.transformContext())
     features, polygons, cents, repaired = [], [], [], []
-    for feat in source.getFeatures():
+    # validity is checked (and repaired) here, so Processing's own check must not abort or skip features
+    for feat in source.getFeatures(QgsFeatureRequest(), QgsProcessingFeatureSource.Flag.FlagSkipGeometryValidityChecks):
         if feedback.isCanceled():
             break
         geom = feat.geometry()

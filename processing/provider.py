@@ -15,6 +15,7 @@ from .algorithms.importrequests import ImportRequests
 from .algorithms.loadgtfsstops import LoadGtfsStops
 from .algorithms.localmoran import LocalMoran
 from .algorithms.optimizedhotspots import OptimizedHotSpots
+from .algorithms.outreachpipeline import OutreachPipeline
 from .algorithms.outreachpriority import OutreachPriority
 from .algorithms.precinctstats import PrecinctStats
 from .algorithms.transitaccess import TransitAccess
@@ -23,7 +24,7 @@ from .algorithms.turnoutregression import TurnoutRegression
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "civic311.svg"
 ALGORITHMS = (PrecinctStats, HotSpots, LocalMoran, OptimizedHotSpots, OutreachPriority, TurnoutRegression,
               LoadGtfsStops, TransitAccess, CanvassZones, CategoryTrends, EmergingHotSpots, ImportRequests,
-              FetchRequests)
+              FetchRequests, OutreachPipeline)
 
 
 class Civic311Provider(QgsProcessingProvider):

@@ -33,6 +33,7 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
     GROUP = ""
     HELP = ""
     OUTPUT_FIELDS: tuple = ()  # fields each output feature gains (documented, and checked by the tests)
+    STYLE_FILE_OUTPUTS = True  # False when child algorithms already styled the files (the pipeline)
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate(type(self).__name__, text)
@@ -93,7 +94,7 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
             if isinstance(layer, QgsVectorLayer):
                 style_layer(layer, self.name(), key)
                 layer.setMetadata(metadata)
-            else:
+            elif self.STYLE_FILE_OUTPUTS:
                 store_with_file(value, self.name(), key, metadata, feedback)
             if context.willLoadLayerOnCompletion(value):
                 details = context.layerToLoadOnCompletionDetails(value)
