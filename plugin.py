@@ -27,6 +27,7 @@ class Civic311Plugin:
         self.iface = iface
         self.provider = None
         self.actions = []
+        self.dock = None
 
     def initProcessing(self):  # noqa: N802 - QGIS API
         if self.provider is None:
@@ -42,12 +43,29 @@ class Civic311Plugin:
         toolbox.triggered.connect(self.show_toolbox)
         sample = QAction(tr("Load sample data"), self.iface.mainWindow())
         sample.triggered.connect(self.load_sample)
-        for action in (toolbox, sample):
+        dock_action = QAction(icon, tr("Civic 311 panel"), self.iface.mainWindow())
+        dock_action.triggered.connect(self.show_dock)
+        for action in (toolbox, dock_action, sample):
             self.iface.addPluginToMenu(MENU, action)
             self.actions.append(action)
-        self.iface.addToolBarIcon(toolbox)
+        self.iface.addToolBarIcon(dock_action)
+
+    def show_dock(self):
+        from qgis.PyQt.QtCore import Qt
+
+        from .ui.dock import Civic311Dock
+
+        if self.dock is None:
+            self.dock = Civic311Dock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.dock.show()
+        self.dock.raise_()
 
     def unload(self):
+        if self.dock is not None:
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
             self.iface.removeToolBarIcon(action)

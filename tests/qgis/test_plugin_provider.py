@@ -54,7 +54,7 @@ def test_gui_hooks_add_and_remove_menu_entries(qgis_iface, plugin):
     try:
         gui_plugin = civic311.classFactory(qgis_iface)
         gui_plugin.initGui()
-        assert len(gui_plugin.actions) == 2
+        assert len(gui_plugin.actions) == 3
         assert registry.providerById("civic311") is gui_plugin.provider
         gui_plugin.unload()
         assert gui_plugin.actions == [] and gui_plugin.provider is None
