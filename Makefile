@@ -62,6 +62,7 @@ docs: deps
 	$(VPY) -P tests/tools/gen_docs.py docs/algorithms.md
 
 i18n:
+	command -v pylupdate5 >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pyqt5-dev-tools)
 	mkdir -p resources/i18n
 	pylupdate5 -noobsolete $$(git ls-files '*.py' | grep -v '^tests/') -ts resources/i18n/civic311_en.ts
 
