@@ -26,6 +26,7 @@ from .core.normalise import FIELDS, Normalised
 from .layerio import WGS84, transform_xy
 
 REQUEST_FIELD_TYPES = {"created_at": QVariant.DateTime, "closed_at": QVariant.DateTime}
+REQUEST_BULK_TYPES = {"created_at": "datetime", "closed_at": "datetime"}
 
 
 def request_fields() -> QgsFields:
@@ -150,12 +151,33 @@ def write_requests(sink, kept: pd.DataFrame, feedback, batch: int = 50_000) -> N
 
 
 def write_outputs(alg, parameters, context, feedback, result: Normalised, source: str) -> dict:
-    """OUTPUT (points, EPSG:4326), REJECTED (table) and the four counts."""
-    sink, dest_id = alg.parameterAsSink(parameters, "OUTPUT", context, request_fields(), QgsWkbTypes.Type.Point,
-                                        WGS84)
-    if sink is None:
-        raise QgsProcessingException(alg.invalidSinkError(parameters, "OUTPUT"))
-    write_requests(sink, result.kept, feedback)
+    """OUTPUT (points, EPSG:4326), REJECTED (table) and the four counts. A GeoPackage destination is written in
+    bulk (SQLite speed); other destinations go through a QGIS feature sink."""
+    from qgis.core import QgsProcessingContext
+
+    from .gpkgwriter import SPATIAL_INDEX_LIMIT, gpkg_destination, write_points
+
+    destination = alg.parameterAsOutputLayer(parameters, "OUTPUT", context)
+    target = gpkg_destination(destination)
+    if target is not None:
+        kept = result.kept
+        types = {name: REQUEST_BULK_TYPES.get(name, "string") for name in FIELDS}
+        write_points(target[0], target[1], kept["lon"].to_numpy(float), kept["lat"].to_numpy(float),
+                     {name: kept[name] for name in FIELDS}, types)
+        if len(kept) > SPATIAL_INDEX_LIMIT:
+            feedback.pushInfo(f"{len(kept)} points written without a spatial index (building one would take longer "
+                              "than the write): run 'Create spatial index' if you need one.")
+        dest_id = destination
+        if context.project() is not None:
+            context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(
+                alg.parameterDefinition("OUTPUT").description(), context.project(), "OUTPUT"))
+    else:
+        sink, dest_id = alg.parameterAsSink(parameters, "OUTPUT", context, request_fields(), QgsWkbTypes.Type.Point,
+                                            WGS84)
+        if sink is None:
+            raise QgsProcessingException(alg.invalidSinkError(parameters, "OUTPUT"))
+        write_requests(sink, result.kept, feedback)
+        del sink
     results = {"OUTPUT": dest_id, "FETCHED": result.read, "KEPT": len(result.kept),
                "REJECTED_COUNT": len(result.rejected) - result.duplicates, "DUPLICATES": result.duplicates}
     if parameters.get("REJECTED") is not None:

@@ -283,3 +283,28 @@ def test_import_json_samples_and_overrides(run_alg, tmp_path):
     assert next(res["REJECTED"].getFeatures())["reject_reason"] == "unparseable created_at"
     with pytest.raises(QgsProcessingException, match="No request id column"):
         run_alg("civic311:importrequests", {"INPUT": str(csv), "OUTPUT": "memory:"})
+
+
+def test_geopackage_outputs_are_written_in_bulk_and_match_the_memory_output(run_alg, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    path = str(SHARED / "chicago_311_legacy_2011_orpolyzos" / "pot-holes.csv")
+    memory = run_alg("civic311:importrequests", {"INPUT": path, "OUTPUT": "memory:"})["OUTPUT"]
+    gpkg = tmp_path / "potholes.gpkg"
+    res = run_alg("civic311:importrequests", {"INPUT": path, "OUTPUT": str(gpkg)})
+    layer = QgsVectorLayer(str(gpkg), "p", "ogr")
+    assert layer.isValid() and layer.featureCount() == memory.featureCount() == res["KEPT"]
+    assert layer.crs().authid() == "EPSG:4326"
+    assert [f.name() for f in layer.fields()][1:] == [f.name() for f in memory.fields()]
+    a = {f["request_id"]: f for f in memory.getFeatures()}
+    for f in layer.getFeatures():
+        m = a[f["request_id"]]
+        assert f["created_at"] == m["created_at"] and f["category"] == m["category"]
+        assert f.geometry().asPoint().distance(m.geometry().asPoint()) < 1e-9
+    assert layer.renderer().classAttribute() == "category"  # styled like every output
+    # into an existing GeoPackage as a named table, replacing an older table of that name
+    uri = f"ogr:dbname='{gpkg}' table=\"again\" (geom)"
+    run_alg("civic311:importrequests", {"INPUT": path, "OUTPUT": uri})
+    run_alg("civic311:importrequests", {"INPUT": path, "OUTPUT": uri})
+    assert QgsVectorLayer(f"{gpkg}|layername=again", "a", "ogr").featureCount() == res["KEPT"]
+    assert QgsVectorLayer(f"{gpkg}|layername=potholes", "b", "ogr").featureCount() == res["KEPT"]
