@@ -196,8 +196,15 @@ def transform_xy(x: np.ndarray, y: np.ndarray, src: QgsCoordinateReferenceSystem
     from osgeo import osr
 
     def srs(crs):
+        """The same CRS for OSR: by EPSG code, else by its PROJ string, else by WKT (GDAL versions differ in
+        which WKT2 flavours of custom CRSs they accept)."""
         s = osr.SpatialReference()
-        s.ImportFromWkt(crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT2_2019))
+        authid = crs.authid()
+        code = authid.split(":", 1)[1] if authid.upper().startswith("EPSG:") else ""
+        if not (code.isdigit() and s.ImportFromEPSG(int(code)) == 0):
+            proj = crs.toProj()
+            if not proj or s.ImportFromProj4(proj) != 0:
+                s.ImportFromWkt(crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT1_GDAL))
         s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         return s
 
