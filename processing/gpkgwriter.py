@@ -89,3 +89,86 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
         ds.ExecuteSQL(f"SELECT CreateSpatialIndex('{layer_name}', 'geom')")
         ds = None
     return len(x)
+
+
+SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
+
+
+def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndarray,
+                      new_fields: list[tuple[str, str]], columns: list[np.ndarray]) -> int:
+    """Copy the GeoPackage layer ``src`` (path, layer) into ``dest`` (path, layer) with computed columns joined by
+    feature id, entirely inside SQLite. Input fields named like a new field are replaced."""
+    from osgeo import ogr
+
+    sds = ogr.Open(src[0])
+    slyr = sds.GetLayerByName(src[1]) if src[1] else sds.GetLayer(0)
+    src_layer = slyr.GetName()
+    defn = slyr.GetLayerDefn()
+    new_names = {n.lower() for n, _ in new_fields}
+    # plain copies: the field definitions die with the data source
+    kept = []
+    for i in range(defn.GetFieldCount()):
+        fd = defn.GetFieldDefn(i)
+        if fd.GetName().lower() not in new_names:
+            copy = ogr.FieldDefn(fd.GetName(), fd.GetType())
+            copy.SetSubType(fd.GetSubType())
+            copy.SetWidth(fd.GetWidth())
+            copy.SetPrecision(fd.GetPrecision())
+            kept.append(copy)
+    fid_col, geom_col = slyr.GetFIDColumn() or "fid", slyr.GetGeometryColumn() or "geom"
+    srs, gtype = slyr.GetSpatialRef(), slyr.GetGeomType()
+    driver = ogr.GetDriverByName("GPKG")
+    same_file = Path(src[0]).resolve() == Path(dest[0]).resolve()
+    ds = driver.Open(dest[0], 1) if Path(dest[0]).exists() else driver.CreateDataSource(dest[0])
+    for i in range(ds.GetLayerCount()):
+        if ds.GetLayer(i).GetName() == dest[1]:
+            ds.DeleteLayer(i)
+            break
+    dlyr = ds.CreateLayer(dest[1], srs, gtype, options=["SPATIAL_INDEX=NO", "FID=fid", "GEOMETRY_NAME=geom"])
+    for fd in kept:
+        dlyr.CreateField(fd)
+    ogr_types = {"string": ogr.OFTString, "int": ogr.OFTInteger64, "double": ogr.OFTReal}
+    for name, kind in new_fields:
+        dlyr.CreateField(ogr.FieldDefn(name, ogr_types[kind]))
+    ds = sds = None
+    con = sqlite3.connect(dest[0])
+    try:
+        con.execute("PRAGMA synchronous = OFF")
+        schema = "main"
+        if not same_file:
+            con.execute("ATTACH DATABASE ? AS src", (src[0],))
+            schema = "src"
+        cols = ", ".join(f'"{n}" {SQL_TYPES[k]}' for n, k in new_fields)
+        con.execute(f"CREATE TEMP TABLE civic311_values (fid INTEGER PRIMARY KEY, {cols})")
+        lists = []
+        for col in columns:
+            values = col.tolist()
+            if col.dtype.kind == "f":
+                values = [None if v != v else v for v in values]
+            elif col.dtype == object:
+                values = [None if (v is None or (isinstance(v, float) and v != v)) else
+                          (int(v) if isinstance(v, np.integer) else float(v) if isinstance(v, np.floating) else v)
+                          for v in values]
+            lists.append(values)
+        marks = ", ".join("?" * (len(new_fields) + 1))
+        con.executemany(f"INSERT INTO civic311_values VALUES ({marks})", zip(fids.tolist(), *lists))
+        names = [fd.GetName() for fd in kept]
+        target = ", ".join(f'"{c}"' for c in ["fid", "geom", *names, *(n for n, _ in new_fields)])
+        select = ", ".join([f's."{fid_col}"', f's."{geom_col}"', *(f's."{c}"' for c in names),
+                            *(f'v."{n}"' for n, _ in new_fields)])
+        con.execute(f'INSERT INTO main."{dest[1]}" ({target}) SELECT {select} FROM {schema}."{src_layer}" s '
+                    f'LEFT JOIN temp.civic311_values v ON v.fid = s."{fid_col}" ORDER BY s."{fid_col}"')
+        extent = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
+                             (src_layer,)).fetchone()
+        if extent:
+            con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
+                        (*extent, dest[1]))
+        count = con.execute(f'SELECT count(*) FROM main."{dest[1]}"').fetchone()[0]
+        con.commit()
+    finally:
+        con.close()
+    if 0 < count <= SPATIAL_INDEX_LIMIT:
+        ds = ogr.Open(dest[0], 1)
+        ds.ExecuteSQL(f"SELECT CreateSpatialIndex('{dest[1]}', 'geom')")
+        ds = None
+    return count

@@ -390,3 +390,32 @@ def write_by_fid(sink, source, fids: np.ndarray, columns: list[np.ndarray], feed
     if buffer and not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
         raise QgsProcessingException(f"Could not write to the output: {sink.lastError()}")
     return written + len(buffer)
+
+
+def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, context, feedback, source,
+                            fids: np.ndarray, new_fields: list[tuple[str, str]], columns: list[np.ndarray]):
+    """OUTPUT = the input features plus computed columns. GeoPackage to GeoPackage runs inside SQLite (a copy and a
+    join); any other combination goes through a QGIS sink, feature by feature. Returns the destination id."""
+    from qgis.core import QgsProcessingContext
+
+    from .gpkgwriter import SPATIAL_INDEX_LIMIT, copy_with_columns, gpkg_destination
+
+    destination = alg.parameterAsOutputLayer(parameters, output_key, context)
+    target = gpkg_destination(destination)
+    plain = _plain_source_path(parameters, input_key, alg.parameterAsVectorLayer(parameters, input_key, context))
+    if target is not None and plain is not None and plain[0].lower().endswith(".gpkg") and \
+            not (plain[0] == target[0] and (plain[1] or "") == target[1]):
+        count = copy_with_columns(plain, target, fids, new_fields, columns)
+        if count > SPATIAL_INDEX_LIMIT:
+            feedback.pushInfo(f"{count} features written without a spatial index (building one would take longer "
+                              "than the analysis): run 'Create spatial index' if you need one.")
+        if context.project() is not None:
+            context.addLayerToLoadOnCompletion(destination, QgsProcessingContext.LayerDetails(
+                alg.parameterDefinition(output_key).description(), context.project(), output_key))
+        return destination
+    fields, keep = output_fields(source.fields(), new_fields, feedback)
+    sink, dest_id = alg.parameterAsSink(parameters, output_key, context, fields, source.wkbType(), source.sourceCrs())
+    if sink is None:
+        raise QgsProcessingException(alg.invalidSinkError(parameters, output_key))
+    write_by_fid(sink, source, fids, columns, feedback, keep)
+    return dest_id

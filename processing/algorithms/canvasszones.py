@@ -24,7 +24,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core.zones import dbscan_zones, kmeans_zones, summarise_zones, walkable_zones, walking_route
-from ..layerio import METRIC, WGS84, output_fields, read_points, transform_xy, write_by_fid
+from ..layerio import METRIC, WGS84, read_points, transform_xy, write_copy_with_columns
 from .base import Civic311Algorithm
 
 METHODS = ("K-means", "DBSCAN", "Walkable")
@@ -138,12 +138,8 @@ class CanvassZones(Civic311Algorithm):
 
         all_labels = np.full(len(pts.x), np.nan)
         all_labels[ok] = labels
-        fields, keep = output_fields(source.fields(), [("zone_id", "int")], feedback)
-        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
-                                             source.sourceCrs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        write_by_fid(sink, source, pts.fids, [all_labels], feedback, keep)
+        dest_id = write_copy_with_columns(self, parameters, "INPUT", "OUTPUT", context, feedback, source, pts.fids,
+                                          [("zone_id", "int")], [all_labels])
         results = {"OUTPUT": dest_id}
         back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
         lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)

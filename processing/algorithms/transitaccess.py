@@ -15,7 +15,7 @@ from qgis.core import (
 )
 
 from ..core.proximity import nearest_facilities
-from ..layerio import METRIC, metric_crs_for, output_fields, read_points, transform_xy, write_by_fid
+from ..layerio import METRIC, metric_crs_for, read_points, transform_xy, write_copy_with_columns
 from .base import Civic311Algorithm
 
 NEW_FIELDS = [("stop_id", "string"), ("stop_m", "double"), ("stops_walk", "int"), ("poll_id", "string"),
@@ -120,12 +120,8 @@ class TransitAccess(Civic311Algorithm):
             columns["poll_m"][ok] = near_poll.distance
             columns["access_gap"][ok] = ((near_stop.distance <= walk) & (near_poll.distance > poll_far)).astype(int)
             feedback.pushInfo(f"{int(np.sum(columns['access_gap'][ok]))} feature(s) have an access gap.")
-        fields, keep = output_fields(source.fields(), NEW_FIELDS, feedback)
-        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
-                                             source.sourceCrs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         for name in ("stop_m", "poll_m"):
             columns[name] = columns[name].astype(float)
-        write_by_fid(sink, source, fids, [columns[name] for name, _ in NEW_FIELDS], feedback, keep)
+        dest_id = write_copy_with_columns(self, parameters, "INPUT", "OUTPUT", context, feedback, source, fids,
+                                          NEW_FIELDS, [columns[name] for name, _ in NEW_FIELDS])
         return {"OUTPUT": dest_id}

@@ -206,3 +206,28 @@ def test_canvass_zones_on_empty_layer_and_null_geometry(run_alg):
     assert [str(f["zone_id"]) for f in res["OUTPUT"].getFeatures()] == ["0", "0", "NULL"]
     route = next(res["ROUTES"].getFeatures())
     assert route["stops"] == 2 and route["length_m"] == pytest.approx(13.9, abs=0.5)
+
+
+def test_geopackage_to_geopackage_outputs_match_the_feature_by_feature_path(run_alg, tmp_path):
+    memory = run_alg("civic311:transitaccess", {
+        "INPUT": f"{SAMPLE}|layername=requests", "STOPS": f"{SAMPLE}|layername=stops",
+        "POLLING_PLACES": f"{SAMPLE}|layername=polling_places", "OUTPUT": "memory:"})["OUTPUT"]
+    out = tmp_path / "access.gpkg"
+    run_alg("civic311:transitaccess", {
+        "INPUT": f"{SAMPLE}|layername=requests", "STOPS": f"{SAMPLE}|layername=stops",
+        "POLLING_PLACES": f"{SAMPLE}|layername=polling_places", "OUTPUT": str(out)})
+    layer = QgsVectorLayer(str(out), "a", "ogr")
+    assert layer.featureCount() == memory.featureCount() == 8304
+    assert [f.name() for f in layer.fields()][1:] == [f.name() for f in memory.fields()][1:]
+    ref = {f["request_id"]: f for f in memory.getFeatures()}
+    for f in layer.getFeatures():
+        m = ref[f["request_id"]]
+        assert f["stop_id"] == m["stop_id"] and f["stop_m"] == pytest.approx(m["stop_m"])
+        assert f["access_gap"] == m["access_gap"] and f["created_at"] == m["created_at"]
+        assert f.geometry().asPoint() == m.geometry().asPoint()
+    assert layer.renderer().classAttribute() == "access_gap"
+    zones = tmp_path / "zones.gpkg"
+    run_alg("civic311:canvasszones", {"INPUT": f"{SAMPLE}|layername=requests", "METHOD": 0, "ZONE_COUNT": 12,
+                                      "OUTPUT": str(zones)})
+    zl = QgsVectorLayer(str(zones), "z", "ogr")
+    assert zl.featureCount() == 8304 and sorted({f["zone_id"] for f in zl.getFeatures()}) == list(range(12))
