@@ -14,8 +14,28 @@ import pandas as pd
 SPATIAL_INDEX_LIMIT = 200_000  # above this the R-tree (row-by-row in SQLite) would cost more than the write
 
 
+def create_spatial_index(path: str, layer: str) -> None:
+    from osgeo import ogr
+
+    ds = ogr.Open(path, 1)
+    result = ds.ExecuteSQL(f"SELECT CreateSpatialIndex('{layer}', 'geom')")
+    if result is not None:
+        ds.ReleaseResultSet(result)  # an unreleased result set keeps the file open (and locked)
+    ds = None
+
+
 def gpkg_destination(value: str) -> tuple[str, str] | None:
-    """(file, layer name) when an output destination is a GeoPackage path or an ogr: GeoPackage URI."""
+    """(file, layer name) when an output destination is a new GeoPackage (a path or an ogr: URI).
+
+    Only files that do not exist yet qualify: an existing GeoPackage may be open in QGIS through its own
+    connection, and writing beside it with a second SQLite connection could block on its locks."""
+    target = _gpkg_target(value)
+    if target is None or Path(target[0]).exists():
+        return None
+    return target
+
+
+def _gpkg_target(value) -> tuple[str, str] | None:
     if not isinstance(value, str):
         return None
     m = re.match(r"""^ogr:dbname='([^']+\.gpkg)'\s+table="([^"]+)".*$""", value.strip(), re.I)
@@ -85,9 +105,7 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
     finally:
         con.close()
     if 0 < len(x) <= SPATIAL_INDEX_LIMIT:
-        ds = ogr.Open(path, 1)
-        ds.ExecuteSQL(f"SELECT CreateSpatialIndex('{layer_name}', 'geom')")
-        ds = None
+        create_spatial_index(path, layer_name)
     return len(x)
 
 
@@ -168,7 +186,5 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
     finally:
         con.close()
     if 0 < count <= SPATIAL_INDEX_LIMIT:
-        ds = ogr.Open(dest[0], 1)
-        ds.ExecuteSQL(f"SELECT CreateSpatialIndex('{dest[1]}', 'geom')")
-        ds = None
+        create_spatial_index(dest[0], dest[1])
     return count

@@ -409,10 +409,11 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
         if count > SPATIAL_INDEX_LIMIT:
             feedback.pushInfo(f"{count} features written without a spatial index (building one would take longer "
                               "than the analysis): run 'Create spatial index' if you need one.")
+        dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
         if context.project() is not None:
-            context.addLayerToLoadOnCompletion(destination, QgsProcessingContext.LayerDetails(
+            context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(
                 alg.parameterDefinition(output_key).description(), context.project(), output_key))
-        return destination
+        return dest_id
     fields, keep = output_fields(source.fields(), new_fields, feedback)
     sink, dest_id = alg.parameterAsSink(parameters, output_key, context, fields, source.wkbType(), source.sourceCrs())
     if sink is None:

@@ -167,7 +167,7 @@ def write_outputs(alg, parameters, context, feedback, result: Normalised, source
         if len(kept) > SPATIAL_INDEX_LIMIT:
             feedback.pushInfo(f"{len(kept)} points written without a spatial index (building one would take longer "
                               "than the write): run 'Create spatial index' if you need one.")
-        dest_id = destination
+        dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
         if context.project() is not None:
             context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(
                 alg.parameterDefinition("OUTPUT").description(), context.project(), "OUTPUT"))
