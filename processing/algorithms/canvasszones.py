@@ -23,7 +23,14 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core.zones import dbscan_zones, kmeans_zones, summarise_zones, walkable_zones, walking_route
+from ..core.zones import (
+    dbscan_zones,
+    kmeans_zones,
+    summarise_zones,
+    walkable_zones,
+    walking_route,
+    zone_locations,
+)
 from ..layerio import METRIC, WGS84, read_points, transform_xy, write_copy_with_columns
 from .base import Civic311Algorithm
 
@@ -143,19 +150,19 @@ class CanvassZones(Civic311Algorithm):
         results = {"OUTPUT": dest_id}
         back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
         lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)
+        locations = zone_locations(x, y, labels, summary.zone_ids)
         if parameters.get("ZONES") is not None:
-            results["ZONES"] = self._write_zones(parameters, context, x, y, labels, summary, lon, lat, back)
+            results["ZONES"] = self._write_zones(parameters, context, locations, summary, lon, lat, back)
         if parameters.get("ROUTES") is not None:
             starts = None
             if parameters.get("START_POINTS"):
                 sp = read_points(self, parameters, "START_POINTS", context, feedback, (), dest_crs=metric)
                 if len(sp.x):
                     starts = np.column_stack([sp.x, sp.y])
-            results["ROUTES"] = self._write_routes(parameters, context, x, y, labels, summary, starts, back,
-                                                   feedback)
+            results["ROUTES"] = self._write_routes(parameters, context, locations, summary, starts, back, feedback)
         return results
 
-    def _write_zones(self, parameters, context, x, y, labels, summary, lon, lat, back):
+    def _write_zones(self, parameters, context, locations, summary, lon, lat, back):
         fields = QgsFields()
         for name, kind in (("zone_id", QVariant.Int), ("requests", QVariant.Int), ("radius_m", QVariant.Double),
                            ("area_km2", QVariant.Double), ("centre_lat", QVariant.Double),
@@ -165,11 +172,7 @@ class CanvassZones(Civic311Algorithm):
                                              back.destinationCrs())
         if sink is None:
             return None
-        order = np.argsort(labels, kind="stable")
-        bounds = np.searchsorted(labels[order], np.r_[summary.zone_ids, np.iinfo(np.int64).max])
-        xy = np.column_stack([x, y])
-        for j, zone in enumerate(summary.zone_ids):
-            pts = np.unique(xy[order[bounds[j]:bounds[j + 1]]], axis=0)
+        for j, (zone, pts) in enumerate(zip(summary.zone_ids, locations)):
             hull = QgsGeometry.fromMultiPointXY([QgsPointXY(a, b) for a, b in pts]).convexHull()
             zone_geom = hull.buffer(HULL_BUFFER_M, 8)
             area = zone_geom.area() / 1e6
@@ -182,7 +185,7 @@ class CanvassZones(Civic311Algorithm):
             sink.addFeature(feat, QgsFeatureSink.Flag.FastInsert)
         return dest_id
 
-    def _write_routes(self, parameters, context, x, y, labels, summary, starts, back, feedback):
+    def _write_routes(self, parameters, context, locations, summary, starts, back, feedback):
         fields = QgsFields()
         for name, kind in (("zone_id", QVariant.Int), ("length_m", QVariant.Double), ("stops", QVariant.Int)):
             fields.append(QgsField(name, kind))
@@ -190,18 +193,14 @@ class CanvassZones(Civic311Algorithm):
                                              back.destinationCrs())
         if sink is None:
             return None
-        order = np.argsort(labels, kind="stable")
-        bounds = np.searchsorted(labels[order], np.r_[summary.zone_ids, np.iinfo(np.int64).max])
-        xy = np.column_stack([x, y])
         start_tree = None
         if starts is not None:
             from scipy.spatial import cKDTree
 
             start_tree = cKDTree(starts)
-        for j, zone in enumerate(summary.zone_ids):
+        for j, (zone, pts) in enumerate(zip(summary.zone_ids, locations)):
             if feedback.isCanceled():
                 break
-            pts = np.unique(xy[order[bounds[j]:bounds[j + 1]]], axis=0)
             start = None
             if start_tree is not None:
                 start = starts[start_tree.query([summary.centre_x[j], summary.centre_y[j]])[1]]

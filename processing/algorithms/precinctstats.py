@@ -20,6 +20,7 @@ from qgis.core import (
 from ..core.geometry import assign_points_to_polygons
 from ..core.precincts import summarise
 from ..layerio import output_fields, read_points, read_polygons, write_rows
+from ..zoning import to_datetimes
 from .base import Civic311Algorithm
 
 
@@ -39,7 +40,7 @@ def date_bounds(alg, parameters, context):
 
 def date_mask(values: np.ndarray, start, end) -> np.ndarray:
     """True where created_at is inside [start, end); missing dates are outside any explicit range."""
-    times = pd.to_datetime(pd.Series(values), errors="coerce").to_numpy(dtype="datetime64[ms]")
+    times = to_datetimes(np.asarray(values))
     mask = np.ones(len(times), dtype=bool)
     if start is not None:
         mask &= times >= start

@@ -138,6 +138,14 @@ def summarise_zones(x, y, labels, weights=None) -> ZoneSummary:
     return ZoneSummary(ids, np.asarray(cnt), np.asarray(cx), np.asarray(cy), np.asarray(rad))
 
 
+def zone_locations(x: np.ndarray, y: np.ndarray, labels: np.ndarray, zone_ids: np.ndarray) -> list[np.ndarray]:
+    """The distinct locations (m, 2) of each zone in ``zone_ids``, grouped in one sort."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.r_[zone_ids, np.iinfo(np.int64).max])
+    xy = np.column_stack([x, y])
+    return [np.unique(xy[order[bounds[j]:bounds[j + 1]]], axis=0) for j in range(len(zone_ids))]
+
+
 def path_length(xy: np.ndarray, order: np.ndarray) -> float:
     p = xy[order]
     return float(np.sqrt((np.diff(p, axis=0) ** 2).sum(axis=1)).sum()) if len(order) > 1 else 0.0
