@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,23 @@ def _gpkg_target(value) -> tuple[str, str] | None:
     return None
 
 
+@contextmanager
+def bulk_insert(con: sqlite3.Connection, table: str):
+    """GDAL keeps gpkg_ogr_contents.feature_count current with a trigger that runs once per inserted row; for a
+    bulk insert the trigger is lifted, the count set once afterwards, and the trigger put back as it was."""
+    triggers = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
+                           "AND name LIKE 'trigger_insert_feature_count_%'", (table,)).fetchall()
+    for name, _ in triggers:
+        con.execute(f'DROP TRIGGER "{name}"')
+    try:
+        yield
+    finally:
+        for _, sql in triggers:
+            con.execute(sql)
+    con.execute("UPDATE gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM \"{0}\") "
+                "WHERE lower(table_name) = lower(?)".format(table.replace('"', '""')), (table,))
+
+
 def point_blobs(x: np.ndarray, y: np.ndarray, srs_id: int) -> list[bytes]:
     """GeoPackage geometry blobs of points (little endian, no envelope), built in one numpy pass."""
     n = len(x)
@@ -59,7 +77,7 @@ def point_blobs(x: np.ndarray, y: np.ndarray, srs_id: int) -> list[bytes]:
 
 
 def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, columns: dict[str, pd.Series],
-                 types: dict[str, str], epsg: int = 4326) -> int:
+                 types: dict[str, str], epsg: int = 4326, chunk: int = 100_000) -> int:
     """Create (or replace) ``layer_name`` in the GeoPackage ``path`` with the given points and columns.
 
     ``types`` maps column -> 'string' | 'datetime' | 'integer' | 'real'. Returns the number of rows written."""
@@ -86,18 +104,25 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
         con.execute("PRAGMA synchronous = OFF")
         srs_id = con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?",
                              (layer_name,)).fetchone()[0]
-        values = []
+        # a column holding one value (or none) goes into the statement as a literal: each bound value costs
+        literals, bound = {}, ["geom"]
         for name, series in columns.items():
-            if types[name] == "datetime":
-                ts = pd.to_datetime(series)
-                text = ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3]
-                values.append(text.where(ts.notna(), None).tolist())
+            first = series.iat[0] if len(series) else None
+            if pd.isna(first) and series.isna().all():
+                continue  # NULL throughout: the column's default
+            if isinstance(first, str) and "\x00" not in first and (series == first).all():
+                literals[name] = first
             else:
-                values.append(series.astype(object).where(series.notna(), None).tolist())
-        blobs = point_blobs(np.asarray(x, dtype=float), np.asarray(y, dtype=float), srs_id)
-        cols = ", ".join(f'"{c}"' for c in ["geom", *columns])
-        marks = ", ".join("?" * (len(columns) + 1))
-        con.executemany(f'INSERT INTO "{layer_name}" ({cols}) VALUES ({marks})', zip(blobs, *values))
+                bound.append(name)
+        cols = ", ".join(f'"{c}"' for c in [*bound, *literals])
+        marks = ", ".join(["?"] * len(bound) + [_quote(v) for v in literals.values()])
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        with bulk_insert(con, layer_name):
+            for start in range(0, len(x), chunk):  # values are built a chunk at a time: bounded memory
+                part = slice(start, start + chunk)
+                values = [point_blobs(x[part], y[part], srs_id)]
+                values += [_sql_values(columns[name].iloc[part], types[name]) for name in bound[1:]]
+                con.executemany(f'INSERT INTO "{layer_name}" ({cols}) VALUES ({marks})', zip(*values))
         if len(x):
             con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
                         (float(np.min(x)), float(np.min(y)), float(np.max(x)), float(np.max(y)), layer_name))
@@ -107,6 +132,25 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
     if 0 < len(x) <= SPATIAL_INDEX_LIMIT:
         create_spatial_index(path, layer_name)
     return len(x)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_values(series: pd.Series, kind: str) -> list:
+    """A column as plain Python values for SQLite (None for missing; datetimes as GeoPackage text)."""
+    if kind == "datetime":
+        stamps = pd.to_datetime(series).to_numpy(dtype="datetime64[ms]")
+        text = np.datetime_as_string(stamps, unit="ms").astype(object)
+        text[np.isnat(stamps)] = None
+        return text.tolist()
+    values = series.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    if missing.any():
+        values = values.copy()
+        values[missing] = None
+    return values.tolist()
 
 
 SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
@@ -174,8 +218,9 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
         target = ", ".join(f'"{c}"' for c in ["fid", "geom", *names, *(n for n, _ in new_fields)])
         select = ", ".join([f's."{fid_col}"', f's."{geom_col}"', *(f's."{c}"' for c in names),
                             *(f'v."{n}"' for n, _ in new_fields)])
-        con.execute(f'INSERT INTO main."{dest[1]}" ({target}) SELECT {select} FROM {schema}."{src_layer}" s '
-                    f'LEFT JOIN temp.civic311_values v ON v.fid = s."{fid_col}" ORDER BY s."{fid_col}"')
+        with bulk_insert(con, dest[1]):
+            con.execute(f'INSERT INTO main."{dest[1]}" ({target}) SELECT {select} FROM {schema}."{src_layer}" s '
+                        f'LEFT JOIN temp.civic311_values v ON v.fid = s."{fid_col}" ORDER BY s."{fid_col}"')
         extent = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
                              (src_layer,)).fetchone()
         if extent:

@@ -52,19 +52,49 @@ def records_frame(records: list) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
 
 
-def read_file(path: str) -> pd.DataFrame:
-    """CSV, GeoJSON, Socrata JSON, Open311 JSON, SeeClickFix, CKAN or Esri JSON -> frame of raw values.
-    GeoJSON and Esri point geometries become the columns _geom_lon and _geom_lat."""
-    p = Path(path)
+def _is_csv(p: Path) -> bool:
     if not p.exists():
-        raise QgsProcessingException(f"{path} does not exist.")
-    head = p.read_bytes()[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head[:1] not in (b"[", b"{"):
-        for encoding in ("utf-8-sig", "latin-1"):
-            try:
-                return pd.read_csv(p, dtype=str, keep_default_na=False, encoding=encoding, low_memory=False)
-            except UnicodeDecodeError:
-                continue
+        raise QgsProcessingException(f"{p} does not exist.")
+    with p.open("rb") as fh:
+        head = fh.read(2048).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1] not in (b"[", b"{")
+
+
+def _read_csv(p: Path, **options) -> pd.DataFrame:
+    import warnings
+
+    for encoding in ("utf-8-sig", "latin-1"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed coordinate columns: coerced later
+                return pd.read_csv(p, keep_default_na=False, encoding=encoding, **options)
+        except UnicodeDecodeError:
+            continue
+    raise QgsProcessingException(f"{p.name} is neither UTF-8 nor Latin-1 text.")
+
+
+def csv_columns(path: str) -> list[str] | None:
+    """The header of a CSV file (None for JSON), read without the rows."""
+    p = Path(path)
+    return [str(c) for c in _read_csv(p, dtype=str, nrows=0).columns] if _is_csv(p) else None
+
+
+def read_file(path: str, usecols: list[str] | None = None, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """CSV, GeoJSON, Socrata JSON, Open311 JSON, SeeClickFix, CKAN or Esri JSON -> frame of raw values.
+    GeoJSON and Esri point geometries become the columns _geom_lon and _geom_lat.
+
+    For CSV, ``usecols`` limits the read to the columns a field map uses (exports have dozens) and the ``numeric``
+    ones (coordinates) are parsed as numbers where they can be; everything else stays raw text."""
+    p = Path(path)
+    if _is_csv(p):
+        if usecols is None:
+            return _read_csv(p, dtype=str)
+        header = csv_columns(path)
+        wanted = [i for i, c in enumerate(header) if c in set(usecols)]
+        text = {i: str for i in wanted if header[i] not in numeric}
+        frame = _read_csv(p, usecols=wanted, dtype=text, na_values={i: [""] for i in wanted if i not in text})
+        frame.columns = [header[i] for i in wanted]
+        return frame
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as err:

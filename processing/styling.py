@@ -6,6 +6,7 @@ layer_styles table, or a .qml beside other formats)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -111,14 +112,29 @@ def zone_renderer(layer):
     return categorized(layer, "zone_id", classes)
 
 
+def value_counts(layer, field: str) -> dict:
+    """How often each non-NULL value of ``field`` occurs: one GROUP BY inside a GeoPackage, else one pass of
+    QGIS's own value reader (no Python loop over features)."""
+    from qgis.core import QgsVectorLayerUtils
+
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source()) if layer.providerType() == "ogr" else {}
+    if str(parts.get("path", "")).lower().endswith(".gpkg") and not layer.subsetString():
+        from osgeo import ogr
+
+        ds = ogr.Open(parts["path"])
+        name = parts.get("layerName") or (ds.GetLayer(0).GetName() if ds is not None else "")
+        result = ds.ExecuteSQL(f'SELECT "{field}", count(*) FROM "{name}" WHERE "{field}" IS NOT NULL '
+                               f'GROUP BY "{field}"') if ds is not None else None
+        if result is not None:
+            counts = {f.GetField(0): f.GetField(1) for f in result}
+            ds.ReleaseResultSet(result)
+            return counts
+    values, ok = QgsVectorLayerUtils.getValues(layer, field)
+    return dict(Counter(v for v in values if v is not None and str(v) != "NULL")) if ok else {}
+
+
 def category_renderer(layer, field="category", top=10):
-    idx = layer.fields().lookupField(field)
-    counts: dict = {}
-    if idx >= 0:
-        for f in layer.getFeatures():
-            v = f.attributes()[idx]
-            if v is not None and str(v) != "NULL":
-                counts[v] = counts.get(v, 0) + 1
+    counts = value_counts(layer, field) if layer.fields().lookupField(field) >= 0 else {}
     best = sorted(counts, key=lambda k: (-counts[k], str(k)))[:top]
     return categorized(layer, field, [(v, str(v), PALETTE[i % len(PALETTE)]) for i, v in enumerate(best)],
                        all_other="#9e9e9e")

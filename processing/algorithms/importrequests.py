@@ -16,8 +16,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.normalise import detect_schema, normalise
-from ..requestio import locate_xy, read_file, write_outputs
+from ..core.normalise import COORDINATE_KEYS, detect_schema, normalise
+from ..requestio import csv_columns, locate_xy, read_file, write_outputs
 from .base import Civic311Algorithm
 
 OVERRIDES = (("ID_FIELD", "request_id", "Request id column"), ("DATE_FIELD", "created_at", "Creation date column"),
@@ -83,8 +83,13 @@ class ImportRequests(Civic311Algorithm):
 
     def execute(self, parameters, context, feedback):
         path = self.parameterAsFile(parameters, "INPUT", context)
-        frame = read_file(path)
-        if frame.empty and len(frame.columns) == 0:
+        columns = csv_columns(path)
+        frame = read_file(path) if columns is None else None  # JSON is read whole; CSV after the schema is known
+        if frame is not None:
+            if frame.empty and len(frame.columns) == 0:
+                raise QgsProcessingException(f"{Path(path).name} holds no rows.")
+            columns = list(frame.columns)
+        elif not columns:
             raise QgsProcessingException(f"{Path(path).name} holds no rows.")
         overrides = {key: self.parameterAsString(parameters, param, context).strip()
                      for param, key, _ in OVERRIDES if self.parameterAsString(parameters, param, context).strip()}
@@ -92,7 +97,6 @@ class ImportRequests(Civic311Algorithm):
         if parameters.get("XY_CRS"):
             crs = self.parameterAsCrs(parameters, "XY_CRS", context)
             xy_crs = crs.authid() or crs.toWkt() if crs.isValid() else None
-        columns = list(frame.columns)
         if "_geom_lon" in columns and "longitude" not in overrides:
             overrides.setdefault("longitude", "_geom_lon")
             overrides.setdefault("latitude", "_geom_lat")
@@ -100,9 +104,13 @@ class ImportRequests(Civic311Algorithm):
             fmap = detect_schema(columns, overrides, xy_crs)
             feedback.pushInfo(f"Detected schema: {fmap.schema}; columns used: "
                               + ", ".join(f"{k}={v}" for k, v in fmap.columns.items()))
+            if frame is None:
+                frame = read_file(path, usecols=[*fmap.columns.values(), *filter(None, [fmap.closed_from])],
+                                  numeric=tuple(fmap.columns[k] for k in COORDINATE_KEYS if k in fmap.columns))
             result = normalise(frame, fmap, f"import:{Path(path).name}")
         except ValueError as err:
             raise QgsProcessingException(f"{err} Columns found: {', '.join(map(str, columns[:40]))}") from err
+        del frame
         locate_xy(result, fmap.xy_crs, context)
         if np.any(result.kept["use_xy"]):
             feedback.pushInfo(f"{int(result.kept['use_xy'].sum())} row(s) located from X/Y ({fmap.xy_crs}).")

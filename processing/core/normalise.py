@@ -18,6 +18,7 @@ FIELDS = ("request_id", "created_at", "closed_at", "status", "category", "descri
 TEXT_FIELDS = ("status", "category", "descriptor", "agency", "address")
 MAP_KEYS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
             "latitude", "longitude", "x", "y")
+COORDINATE_KEYS = ("latitude", "longitude", "x", "y")
 PLACEHOLDERS = {"", "n/a", "na", "null", "none", "unspecified", "nan"}
 
 # Known export schemas: normalised key -> candidate source columns (compared after canonical()).
@@ -77,7 +78,7 @@ def strip_common_prefix(columns: list[str]) -> dict[str, str]:
     """canonical name -> column, dropping a prefix such as 'P_' shared by most columns (legacy Chicago
     extracts prefix every column with the dataset's letter)."""
     canon = {c: canonical(c) for c in columns}
-    prefixes = pd.Series([m.group(1) for v in canon.values() if (m := re.match(r"^([a-z])_", v))])
+    prefixes = pd.Series([m.group(1) for v in canon.values() if (m := re.match(r"^([a-z])_", v))], dtype=object)
     if len(prefixes) and prefixes.value_counts().iloc[0] >= 0.6 * len(columns):
         p = prefixes.value_counts().index[0] + "_"
         canon = {c: (v[len(p):] if v.startswith(p) else v) for c, v in canon.items()}
@@ -128,54 +129,94 @@ def detect_schema(columns: list[str], overrides: dict[str, str] | None = None, x
 
 
 def _text(series: pd.Series | None, n: int) -> pd.Series:
+    """Stripped text with placeholders ('', 'N/A', 'null', …) as None. Each distinct value is cleaned once:
+    categories, statuses and agencies repeat a handful of values over millions of rows."""
     if series is None:
         return pd.Series([None] * n, dtype=object)
-    s = series.astype(object).where(series.notna(), None)
-    s = s.map(lambda v: v if v is None else str(v).strip())
-    return s.where(~s.map(lambda v: v is None or v.lower() in PLACEHOLDERS), None)
+    codes, uniques = pd.factorize(series.to_numpy(dtype=object))
+    table = np.array([None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in uniques] + [None],
+                     dtype=object)
+    return pd.Series(table[codes], index=series.index)  # code -1 (missing) picks the trailing None
 
 
 DATE_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y/%m/%d %H:%M:%S",
                 "%d/%m/%Y %H:%M:%S")
+_PANDAS_2 = int(pd.__version__.split(".")[0]) >= 2
 
 
-def parse_dates(values: pd.Series, tz: str | None = None) -> pd.Series:
+def _date_shapes(values: np.ndarray, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(epoch number, ISO date, ISO with a UTC offset) masks of stripped strings, from a character matrix instead
+    of a regular expression per row: -?d{10,13}(.d+)? ; ^dddd-dd-dd ; ISO ending in Z or carrying +/- after the
+    date. Worked in chunks so the matrix stays small."""
+    n = len(values)
+    numeric, iso, aware = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    for start in range(0, n, chunk):
+        short = start + np.flatnonzero(lens[start:start + chunk] <= 40)  # longer text is no date of these shapes
+        if not len(short):
+            continue
+        length = lens[short]
+        width = max(int(length.max()), 12)
+        c = np.array(values[short].tolist(), dtype=f"U{width}").view(np.uint32).reshape(len(short), width)
+        digit = (c >= 48) & (c <= 57)
+        rows = np.arange(len(short))
+        neg = c[:, 0] == ord("-")
+        body_digit = np.where(neg[:, None], np.roll(digit, -1, axis=1), digit)
+        body_len = length - neg
+        lead = np.where(body_digit.all(axis=1), width, body_digit.argmin(axis=1))  # leading digits after a minus
+        dot_at = np.minimum(lead + neg, width - 1)
+        fraction = (c[rows, dot_at] == ord(".")) & (body_len > lead + 1) & \
+            (body_digit.sum(axis=1) == body_len - 1)
+        numeric[short] = (lead >= 10) & (lead <= 13) & ((lead == body_len) | fraction)
+        is_iso = (length >= 10) & digit[:, [0, 1, 2, 3, 5, 6, 8, 9]].all(axis=1) & (c[:, 4] == ord("-")) & \
+            (c[:, 7] == ord("-"))
+        offset = ((c[:, 11:] == ord("+")) | (c[:, 11:] == ord("-"))).any(axis=1)
+        zulu = (c[rows, length - 1] == ord("Z")) & digit[rows, np.maximum(length - 2, 0)]
+        iso[short] = is_iso
+        aware[short] = is_iso & (offset | zulu)
+    return numeric, iso, aware
+
+
+def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False) -> pd.Series:
     """Timestamps in the usual 311 formats -> naive datetime64[ns] (NaT where unparseable).
 
     ISO 8601 with an offset (Open311, SeeClickFix, 'Z') and epoch milliseconds (ArcGIS) are converted to the
     source's local time zone ``tz`` (UTC when unknown); floating timestamps without an offset (Socrata, CKAN,
-    CSV exports) are kept as the publisher's local time."""
-    s = values.astype(object).where(values.notna(), None)
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
-    text = s.map(lambda v: None if v is None else str(v).strip())
-    todo = text.notna() & (text != "")
-    numeric = todo & text.str.fullmatch(r"-?\d{10,13}(\.\d+)?").fillna(False)
+    CSV exports) are kept as the publisher's local time. ``cleaned``: the values already went through _text."""
+    text = values if cleaned else _text(values, len(values))
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    todo = text.notna().to_numpy()
+    if not todo.any():
+        return out
+    where = np.flatnonzero(todo)
+    numeric, iso, aware = _date_shapes(text.to_numpy()[where])
     if numeric.any():
-        ms = pd.to_numeric(text[numeric]).astype(float)
+        sub = text.iloc[where[numeric]]
+        ms = pd.to_numeric(sub).astype(float)
         ms = ms.where(ms.abs() > 1e11, ms * 1000)  # seconds -> milliseconds
         stamps = pd.to_datetime(ms, unit="ms", utc=True)
-        out[numeric] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None)
-        todo &= ~numeric
-    iso = todo & text.str.match(r"^\d{4}-\d{2}-\d{2}").fillna(False)
-    if iso.any():
-        sub = text[iso]
-        aware = sub.str.contains(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)$", regex=True)
-        if (~aware).any():
-            naive = sub[~aware].str.replace("T", " ", regex=False)
-            out[naive.index] = pd.to_datetime(naive, errors="coerce")
-        if aware.any():
-            fixed = sub[aware].str.replace(r"([+-]\d{2})(\d{2})$", r"\1:\2", regex=True)
-            fixed = fixed.str.replace(r"([ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", r"\1:00", regex=True)
-            stamps = pd.to_datetime(fixed, errors="coerce", utc=True)
-            out[stamps.index] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None)
-        todo &= ~iso
+        out.iloc[where[numeric]] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None).to_numpy()
+    naive = iso & ~aware
+    if naive.any():
+        sub = text.iloc[where[naive]]
+        parsed = pd.to_datetime(sub, errors="coerce", format="ISO8601") if _PANDAS_2 else \
+            pd.to_datetime(sub, errors="coerce")
+        out.iloc[where[naive]] = parsed.to_numpy()
+    if aware.any():
+        sub = text.iloc[where[aware]]
+        fixed = sub.str.replace(r"([+-]\d{2})(\d{2})$", r"\1:\2", regex=True)
+        fixed = fixed.str.replace(r"([ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", r"\1:00", regex=True)
+        stamps = pd.to_datetime(fixed, errors="coerce", utc=True)
+        out.iloc[where[aware]] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None).to_numpy()
+    rest = pd.Series(False, index=values.index)
+    rest.iloc[where[~(numeric | iso)]] = True
     for fmt in DATE_FORMATS:
-        if not todo.any():
+        if not rest.any():
             break
-        parsed = pd.to_datetime(text[todo], format=fmt, errors="coerce")
+        parsed = pd.to_datetime(text[rest], format=fmt, errors="coerce")
         ok = parsed.notna()
         out[parsed[ok].index] = parsed[ok]
-        todo[parsed[ok].index] = False
+        rest[parsed[ok].index] = False
     return out
 
 
@@ -225,23 +266,23 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     rid = _text(col("request_id"), n)
     reject(rid.isna(), "missing request id")
     created_raw = _text(col("created_at"), n)
-    created = parse_dates(created_raw, fmap.tz)
+    created = parse_dates(created_raw, fmap.tz, cleaned=True)
     reject(created_raw.isna(), "missing created_at")
     reject(created.isna(), "unparseable created_at")
     if date_range is not None:
         start, end = (pd.Timestamp(d) for d in date_range)
         reject(created.notna() & ((created < start) | (created >= end)), "outside the date range")
+    category = _text(col("category"), n)
     if categories:
         wanted = {c.strip().lower() for c in categories}
-        cat = _text(col("category"), n)
-        reject(~cat.map(lambda v: v is not None and v.lower() in wanted).to_numpy(dtype=bool),
+        reject(~category.map(lambda v: v is not None and v.lower() in wanted).to_numpy(dtype=bool),
                "category not requested")
-    closed = parse_dates(_text(col("closed_at"), n), fmap.tz) if "closed_at" in cols else \
+    closed = parse_dates(col("closed_at"), fmap.tz) if "closed_at" in cols else \
         pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
     status = _text(col("status"), n)
     if fmap.closed_when_status and fmap.closed_from and "closed_at" not in cols:
         is_closed = status.str.lower().eq(fmap.closed_when_status).fillna(False)
-        closed = closed.where(~is_closed, parse_dates(_text(frame[fmap.closed_from], n), fmap.tz))
+        closed = closed.where(~is_closed, parse_dates(frame[fmap.closed_from], fmap.tz))
 
     lat, lon = _num(col("latitude"), n), _num(col("longitude"), n)
     if not has_latlon:
@@ -279,26 +320,27 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     reject(missing_geo & (zero_ll | ((x == 0) | (y == 0))), "zero coordinates")
     reject(missing_geo, "missing coordinates")
 
-    out = pd.DataFrame({
-        "request_id": rid, "created_at": created, "closed_at": closed, "status": status,
-        "category": _text(col("category"), n), "descriptor": _text(col("descriptor"), n),
-        "agency": _text(col("agency"), n), "address": _text(col("address"), n),
-        "source": source, "lon": lon, "lat": lat, "x": x, "y": y, "use_xy": use_xy,
-    })
     ok = reason.isna().to_numpy()
     # a duplicate is a usable row whose request id an earlier usable row already has
-    kept_ids = out.loc[ok, "request_id"]
     dup = np.zeros(n, dtype=bool)
-    dup[np.flatnonzero(ok)] = kept_ids.duplicated(keep="first").to_numpy()
-    rejected = pd.DataFrame({"raw_id": rid, "reject_reason": reason, "row": np.arange(1, n + 1)})
-    rejected = rejected[~ok | dup].copy()
-    rejected.loc[dup[~ok | dup], "reject_reason"] = "duplicate request id"
+    dup[np.flatnonzero(ok)] = rid[ok].duplicated(keep="first").to_numpy()
+    bad = np.flatnonzero(~ok | dup)
+    rejected = pd.DataFrame({"raw_id": rid.to_numpy()[bad], "row": bad + 1,
+                             "reject_reason": np.where(dup, "duplicate request id", reason.to_numpy())[bad]},
+                            columns=["raw_id", "reject_reason", "row"])
     warnings = []
     if swapped:
         warnings.append(f"{swapped} row(s) had latitude and longitude swapped; they were swapped back.")
-    bad_close = (out["closed_at"] < out["created_at"]).to_numpy() & ok & ~dup
+    keep = ok & ~dup
+    bad_close = (closed < created).to_numpy() & keep
     if bad_close.any():
         warnings.append(f"{int(bad_close.sum())} kept request(s) were closed before they were created "
                         "(kept as published).")
-    kept = out[ok & ~dup].reset_index(drop=True)
-    return Normalised(kept, rejected.reset_index(drop=True), int(dup.sum()), n, swapped, warnings)
+    columns = {"request_id": rid, "created_at": created, "closed_at": closed, "status": status,
+               "category": category, "descriptor": _text(col("descriptor"), n), "agency": _text(col("agency"), n),
+               "address": _text(col("address"), n), "source": source, "lon": lon, "lat": lat, "x": x, "y": y,
+               "use_xy": use_xy}
+    # only the kept rows are assembled: one frame of the survivors instead of a full copy and then a subset
+    kept = pd.DataFrame({name: value if np.isscalar(value) else np.asarray(value)[keep]
+                         for name, value in columns.items()}, index=pd.RangeIndex(int(keep.sum())), copy=False)
+    return Normalised(kept, rejected, int(dup.sum()), n, swapped, warnings)

@@ -303,6 +303,32 @@ def test_geopackage_outputs_are_written_in_bulk_and_match_the_memory_output(run_
     a = {f["request_id"]: f for f in memory.getFeatures()}
     for f in layer.getFeatures():
         m = a[f["request_id"]]
-        assert f["created_at"] == m["created_at"] and f["category"] == m["category"]
+        assert f.attributes()[1:] == m.attributes()  # every field, NULLs and the constant source included
         assert f.geometry().asPoint().distance(m.geometry().asPoint()) < 1e-9
     assert layer.renderer().classAttribute() == "category"  # styled like every output
+    counts = {}
+    for f in memory.getFeatures():
+        counts[f["category"]] = counts.get(f["category"], 0) + 1
+    top = sorted(counts, key=lambda k: (-counts[k], k))[:10]
+    assert [c.value() for c in layer.renderer().categories() if c.value() != ""] == top
+
+
+def test_csv_with_extra_columns_and_text_in_coordinates(run_alg, tmp_path):
+    """Only the mapped columns are read; coordinates that are text are rejected as missing, never guessed."""
+    csv = tmp_path / "wide.csv"
+    extra = ",".join(f"extra_{i}" for i in range(30))
+    rows = [f"SR{i:03d},2024-03-0{1 + i % 9} 10:00:00,Open,Pothole,{41.8 + i / 1000:.4f},{-87.6 - i / 1000:.4f},"
+            + ",".join(str(i) for _ in range(30)) for i in range(40)]
+    rows[5] = rows[5].replace("41.8050", "N/A")
+    rows[6] = rows[6].replace("41.8060", '"(41.8, -87.6)"')
+    rows.append(rows[0])  # a duplicate
+    csv.write_text("sr_number,created_date,status,sr_type,latitude,longitude," + extra + "\n" + "\n".join(rows) + "\n")
+    res = run_alg("civic311:importrequests", {"INPUT": str(csv), "OUTPUT": "memory:", "REJECTED": "memory:"})
+    check_equation(res)
+    assert (res["FETCHED"], res["KEPT"], res["REJECTED_COUNT"], res["DUPLICATES"]) == (41, 38, 2, 1)
+    reasons = {f["raw_id"]: f["reject_reason"] for f in res["REJECTED"].getFeatures()}
+    assert reasons == {"SR005": "missing coordinates", "SR006": "missing coordinates", "SR000": "duplicate request id"}
+    first = next(f for f in res["OUTPUT"].getFeatures() if f["request_id"] == "SR007")
+    assert first.geometry().asPoint().y() == pytest.approx(41.807) and first["category"] == "Pothole"
+    assert [f.name() for f in res["OUTPUT"].fields()] == ["request_id", "created_at", "closed_at", "status",
+                                                        "category", "descriptor", "agency", "address", "source"]
