@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,27 @@ def bulk_insert(con: sqlite3.Connection, table: str):
                 "WHERE lower(table_name) = lower(?)".format(table.replace('"', '""')), (table,))
 
 
+def insert_rows(con: sqlite3.Connection, table: str, names: list[str], columns: list[list],
+                literals: dict[str, str] | None = None) -> None:
+    """INSERT the rows of ``columns`` (one list per name, in order) into ``table``, about a hundred rows per
+    statement: SQLite's per-statement overhead, not the values, is what a million one-row INSERTs pay for.
+    ``literals`` are columns with one text value for every row, written into the statement itself."""
+    literals = literals or {}
+    width = len(names)
+    one = "(" + ", ".join(["?"] * width + [_quote(v) for v in literals.values()]) + ")"
+    quoted = ", ".join(f'"{c}"' for c in [*names, *literals])
+    head = f"INSERT INTO {table} ({quoted}) VALUES "
+    n = len(columns[0]) if columns else 0
+    per = max(1, min(100, 999 // max(width, 1)))  # 999: the smallest host-parameter limit of any SQLite build
+    full = n // per * per
+    if full:
+        flat = list(chain.from_iterable(zip(*(c[:full] for c in columns))))
+        step = per * width
+        con.executemany(head + ", ".join([one] * per), (flat[i:i + step] for i in range(0, len(flat), step)))
+    if full < n:
+        con.executemany(head + one, zip(*(c[full:] for c in columns)))
+
+
 def point_blobs(x: np.ndarray, y: np.ndarray, srs_id: int) -> list[bytes]:
     """GeoPackage geometry blobs of points (little endian, no envelope), built in one numpy pass."""
     n = len(x)
@@ -114,15 +136,13 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
                 literals[name] = first
             else:
                 bound.append(name)
-        cols = ", ".join(f'"{c}"' for c in [*bound, *literals])
-        marks = ", ".join(["?"] * len(bound) + [_quote(v) for v in literals.values()])
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         with bulk_insert(con, layer_name):
             for start in range(0, len(x), chunk):  # values are built a chunk at a time: bounded memory
                 part = slice(start, start + chunk)
                 values = [point_blobs(x[part], y[part], srs_id)]
                 values += [_sql_values(columns[name].iloc[part], types[name]) for name in bound[1:]]
-                con.executemany(f'INSERT INTO "{layer_name}" ({cols}) VALUES ({marks})', zip(*values))
+                insert_rows(con, f'"{layer_name}"', bound, values, literals)
         if len(x):
             con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
                         (float(np.min(x)), float(np.min(y)), float(np.max(x)), float(np.max(y)), layer_name))
@@ -154,6 +174,25 @@ def _sql_values(series: pd.Series, kind: str) -> list:
 
 
 SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
+
+
+def _typed_values(col: np.ndarray, kind: str) -> list | None:
+    """A computed column as plain Python values of its declared kind ('string', 'int', 'double'), None for
+    NULL; None instead of a list when every value is NULL. Vectorised: only NULL cells are touched one by one."""
+    col = np.asarray(col)
+    if kind == "string":
+        missing = pd.isna(col)
+        values = col.astype(object).tolist()
+    else:
+        numbers = pd.to_numeric(pd.Series(col, dtype=object if col.dtype == object else None),
+                                errors="coerce").to_numpy(dtype=float)
+        missing = np.isnan(numbers)
+        values = (np.where(missing, 0, numbers).astype(np.int64) if kind == "int" else numbers).tolist()
+    if missing.all():
+        return None
+    for i in np.flatnonzero(missing).tolist():
+        values[i] = None
+    return values
 
 
 def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndarray,
@@ -200,24 +239,16 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
         if not same_file:
             con.execute("ATTACH DATABASE ? AS src", (src[0],))
             schema = "src"
-        cols = ", ".join(f'"{n}" {SQL_TYPES[k]}' for n, k in new_fields)
-        con.execute(f"CREATE TEMP TABLE civic311_values (fid INTEGER PRIMARY KEY, {cols})")
-        lists = []
-        for col in columns:
-            values = col.tolist()
-            if col.dtype.kind == "f":
-                values = [None if v != v else v for v in values]
-            elif col.dtype == object:
-                values = [None if (v is None or (isinstance(v, float) and v != v)) else
-                          (int(v) if isinstance(v, np.integer) else float(v) if isinstance(v, np.floating) else v)
-                          for v in values]
-            lists.append(values)
-        marks = ", ".join("?" * (len(new_fields) + 1))
-        con.executemany(f"INSERT INTO civic311_values VALUES ({marks})", zip(fids.tolist(), *lists))
+        lists = {name: _typed_values(col, kind) for (name, kind), col in zip(new_fields, columns)}
+        filled = [(n, k) for n, k in new_fields if lists[n] is not None]  # all-NULL columns are not carried
+        cols = "".join(f', "{n}" {SQL_TYPES[k]}' for n, k in filled)
+        con.execute(f"CREATE TEMP TABLE civic311_values (fid INTEGER PRIMARY KEY{cols})")
+        insert_rows(con, "temp.civic311_values", ["fid", *(n for n, _ in filled)],
+                    [fids.tolist(), *(lists[n] for n, _ in filled)])
         names = [fd.GetName() for fd in kept]
-        target = ", ".join(f'"{c}"' for c in ["fid", "geom", *names, *(n for n, _ in new_fields)])
+        target = ", ".join(f'"{c}"' for c in ["fid", "geom", *names, *(n for n, _ in filled)])
         select = ", ".join([f's."{fid_col}"', f's."{geom_col}"', *(f's."{c}"' for c in names),
-                            *(f'v."{n}"' for n, _ in new_fields)])
+                            *(f'v."{n}"' for n, _ in filled)])
         with bulk_insert(con, dest[1]):
             con.execute(f'INSERT INTO main."{dest[1]}" ({target}) SELECT {select} FROM {schema}."{src_layer}" s '
                         f'LEFT JOIN temp.civic311_values v ON v.fid = s."{fid_col}" ORDER BY s."{fid_col}"')

@@ -221,12 +221,41 @@ METRIC = "metric"  # dest_crs sentinel: an azimuthal equidistant CRS centred on 
 
 
 def metric_crs_for(x: np.ndarray, y: np.ndarray, crs: QgsCoordinateReferenceSystem, context):
-    """Metric CRS centred on the middle of the coordinates (a layer's cached extent can be stale)."""
+    """A CRS in which planar distances are ground metres over these coordinates: the layer's own CRS when it
+    already is one (a projected metre CRS whose scale stays within 0.1 % over the data, like UTM or a state
+    plane in metres — no transformation needed), else an azimuthal equidistant CRS centred on the data (a
+    layer's cached extent can be stale, so the coordinates decide)."""
     ok = np.isfinite(x) & np.isfinite(y)
     if not ok.any():
         return metric_crs(crs, QgsRectangle(0, 0, 0, 0), context)
-    return metric_crs(crs, QgsRectangle(float(x[ok].min()), float(y[ok].min()), float(x[ok].max()),
-                                        float(y[ok].max())), context)
+    extent = QgsRectangle(float(x[ok].min()), float(y[ok].min()), float(x[ok].max()), float(y[ok].max()))
+    if is_ground_metric(crs, extent, context):
+        return crs
+    return metric_crs(crs, extent, context)
+
+
+ISOMETRY_TOLERANCE = 0.001
+
+
+def is_ground_metric(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle, context) -> bool:
+    """True when 1 km in ``crs`` measures 1 km on the ellipsoid (within ISOMETRY_TOLERANCE) east, north and
+    diagonally at 25 places spread over ``extent``. Geographic and non-metre CRSs fail the test."""
+    from qgis.core import QgsDistanceArea, QgsPointXY
+
+    if not crs.isValid() or crs.isGeographic():
+        return False
+    area = QgsDistanceArea()
+    area.setSourceCrs(crs, context.transformContext())
+    if not area.setEllipsoid(crs.ellipsoidAcronym() or "EPSG:7030"):
+        return False
+    step = 1000.0
+    for px in np.linspace(extent.xMinimum(), extent.xMaximum(), 5):
+        for py in np.linspace(extent.yMinimum(), extent.yMaximum(), 5):
+            for dx, dy in ((step, 0.0), (0.0, step), (step, step)):
+                ground = area.measureLine(QgsPointXY(px, py), QgsPointXY(px + dx, py + dy))
+                if not np.isfinite(ground) or abs(ground / np.hypot(dx, dy) - 1.0) > ISOMETRY_TOLERANCE:
+                    return False
+    return True
 
 
 def metric_crs(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle, context) -> QgsCoordinateReferenceSystem:

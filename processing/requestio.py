@@ -45,11 +45,41 @@ def reject_fields() -> QgsFields:
 
 
 def records_frame(records: list) -> pd.DataFrame:
-    """Rows of JSON objects -> string frame; nested objects flattened with '_' (location_latitude, …)."""
+    """Rows of JSON objects -> frame of raw values; nested objects flattened with '_' (location_latitude, …).
+    Missing values are None or NaN. Only columns that hold objects go through json_normalize: the flat
+    majority is built by the DataFrame constructor in C."""
     if not records:
         return pd.DataFrame()
-    frame = pd.json_normalize(records, sep="_")
-    return frame.astype(object).where(frame.notna(), None)
+    frame = pd.DataFrame(records)
+    for name in list(frame.columns):
+        col = frame[name]
+        if col.dtype != object or pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+            continue
+        is_dict = col.map(lambda v: isinstance(v, dict)).to_numpy(dtype=bool)
+        if not is_dict.any():
+            continue
+        sub = pd.json_normalize([v if d else {} for v, d in zip(col, is_dict)], sep="_")
+        sub.columns = [f"{name}_{c}" for c in sub.columns]
+        sub.index = frame.index
+        at = frame.columns.get_loc(name)
+        keep = [] if is_dict[col.notna().to_numpy()].all() else [col.where(~is_dict, None)]  # scalars stay
+        frame = pd.concat([frame.iloc[:, :at], *keep, sub, frame.iloc[:, at + 1:]], axis=1)
+    return frame
+
+
+def compact_frame(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Less memory for a frame of decoded JSON, which holds one string object per cell: the ``numeric`` columns
+    (coordinates) become numbers, and columns of few distinct values share one object per value."""
+    for name in frame.columns:
+        col = frame[name]
+        if col.dtype != object:
+            continue
+        if name in numeric:
+            frame[name] = pd.to_numeric(col, errors="coerce")  # unusable text is NaN: a missing coordinate
+        elif len(set(col.iloc[:500].tolist())) < 100 and pd.api.types.infer_dtype(col, skipna=True) == "string":
+            codes, uniques = pd.factorize(col.to_numpy())
+            frame[name] = np.append(uniques.astype(object), None)[codes]
+    return frame
 
 
 def _is_csv(p: Path) -> bool:

@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..core.zones import (
     dbscan_zones,
+    distinct_locations,
     kmeans_zones,
     summarise_zones,
     walkable_zones,
@@ -124,7 +125,7 @@ class CanvassZones(Civic311Algorithm):
         feedback.setProgressText(f"{METHODS[method]} zones")
         if method == 0:
             k = self.parameterAsInt(parameters, "ZONE_COUNT", context)
-            distinct = len(np.unique(np.column_stack([x, y]), axis=0))
+            distinct = distinct_locations(x, y, k)
             if k > distinct:
                 raise QgsProcessingException(f"ZONE_COUNT ({k}) is larger than the number of distinct request "
                                              f"locations ({distinct}): choose at most {distinct} zones.")
@@ -150,7 +151,8 @@ class CanvassZones(Civic311Algorithm):
         results = {"OUTPUT": dest_id}
         back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
         lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)
-        locations = zone_locations(x, y, labels, summary.zone_ids)
+        wanted = [key for key in ("ZONES", "ROUTES") if parameters.get(key) is not None]
+        locations = zone_locations(x, y, labels, summary.zone_ids) if wanted else []
         if parameters.get("ZONES") is not None:
             results["ZONES"] = self._write_zones(parameters, context, locations, summary, lon, lat, back)
         if parameters.get("ROUTES") is not None:

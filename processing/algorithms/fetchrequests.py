@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pandas as pd
+
 from qgis.core import (
     QgsApplication,
     QgsAuthMethodConfig,
@@ -23,11 +25,11 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.normalise import detect_schema, normalise
+from ..core.normalise import COORDINATE_KEYS, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
 from ..network import NetworkError, make_session, request
 from ..presets import load_presets
-from ..requestio import locate_xy, records_frame, write_outputs
+from ..requestio import compact_frame, locate_xy, records_frame, write_outputs
 from ._zonal import advanced
 from .base import Civic311Algorithm
 from .importrequests import NORMALISED_HELP, REQUEST_OUTPUT_FIELDS, add_count_outputs, add_request_sinks
@@ -202,12 +204,20 @@ class FetchRequests(Civic311Algorithm):
         timeout = (min(10.0, self.parameterAsDouble(parameters, "TIMEOUT", context)),
                    self.parameterAsDouble(parameters, "TIMEOUT", context))
 
+        last_raw: list = [None]
+
         def http(url, params):
             for attempt in range(3):  # a body cut short in transit is fetched again
                 response = request(session, "GET", url, feedback, params=params, secrets=secrets, timeout=timeout,
                                    retries=retries)
                 try:
-                    return response.json()
+                    try:
+                        body = json.loads(response.content.decode("utf-8-sig"))
+                        # plain UTF-8 JSON: the page cache can store it as received
+                        last_raw[0] = None if response.content[:3] == b"\xef\xbb\xbf" else response.content
+                    except UnicodeDecodeError:
+                        body, last_raw[0] = response.json(), None
+                    return body
                 except ValueError as err:
                     problem = (f"{urlsplit(url).netloc} sent a response that is not valid JSON "
                                f"({len(response.content)} bytes): {str(err)[:120]}")
@@ -220,9 +230,18 @@ class FetchRequests(Civic311Algorithm):
 
         feedback.pushInfo(f"Fetching {API_NAMES[API_KEYS.index(api)]} {source} from {start:%Y-%m-%d} to "
                           f"{end - timedelta(days=1):%Y-%m-%d}; page cache {cache.root}")
+        frames = []  # each window's records become columns at once: a million dicts never pile up
+
+        coordinates = tuple(field_map[k] for k in COORDINATE_KEYS if k in field_map)
+
+        def sink(records):
+            if records:
+                frames.append(compact_frame(records_frame(records), coordinates))
+
         try:
-            records = fetch_all(client, start, end, http, cache, feedback.isCanceled, progress,
-                                self.parameterAsInt(parameters, "MAX_RECORDS", context), feedback.pushInfo)
+            fetch_all(client, start, end, http, cache, feedback.isCanceled, progress,
+                      self.parameterAsInt(parameters, "MAX_RECORDS", context), feedback.pushInfo, sink,
+                      lambda: last_raw[0])
         except InterruptedError:
             raise QgsProcessingException("Cancelled: the pages fetched so far are cached; run again to resume.") \
                 from None
@@ -234,7 +253,9 @@ class FetchRequests(Civic311Algorithm):
                 from None
         finally:
             session.close()
-        frame = records_frame(records)
+        frame = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else \
+            frames[0] if frames else pd.DataFrame()
+        del frames
         if frame.empty:
             feedback.pushWarning("The portal returned no requests for this query.")
         columns = list(frame.columns)
@@ -243,8 +264,6 @@ class FetchRequests(Civic311Algorithm):
             field_map.setdefault("latitude", "_geom_lat")
         try:
             if frame.empty:
-                import pandas as pd
-
                 frame = pd.DataFrame({c: [] for c in ("_id", "_created", "_lat", "_lon")})
                 field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon"}
             fmap = detect_schema(list(frame.columns), {k: v for k, v in field_map.items()
@@ -260,6 +279,7 @@ class FetchRequests(Civic311Algorithm):
                                date_range=None if client.filters_dates_on_server else (start, end))
         except ValueError as err:
             raise QgsProcessingException(f"{err} Columns returned: {', '.join(map(str, columns[:40]))}") from err
+        del frame
         locate_xy(result, fmap.xy_crs, context)
         self.metadata_extra = {
             "Source portal": f"{API_NAMES[API_KEYS.index(api)]} {source}",

@@ -133,7 +133,13 @@ def _text(series: pd.Series | None, n: int) -> pd.Series:
     categories, statuses and agencies repeat a handful of values over millions of rows."""
     if series is None:
         return pd.Series([None] * n, dtype=object)
-    codes, uniques = pd.factorize(series.to_numpy(dtype=object))
+    values = series.to_numpy(dtype=object)
+    if len(values) > 20_000 and len(set(values[:2000].tolist())) > 1000:  # ids, timestamps: mostly distinct
+        out = np.full(len(values), None, dtype=object)
+        present = np.flatnonzero(~pd.isna(values))
+        out[present] = [None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in values[present]]
+        return pd.Series(out, index=series.index)
+    codes, uniques = pd.factorize(values)
     table = np.array([None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in uniques] + [None],
                      dtype=object)
     return pd.Series(table[codes], index=series.index)  # code -1 (missing) picks the trailing None

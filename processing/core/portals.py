@@ -293,11 +293,16 @@ class PageCache:
                 break  # a page cut short by a crash: fetch it again
         return out
 
-    def save(self, window, index: int, records: list[dict]) -> None:
+    def save(self, window, index: int, records: list[dict], raw: bytes | None = None) -> None:
+        """Store a page; ``raw`` is the response's own UTF-8 JSON when it is exactly the list of records (written
+        as received instead of encoded again)."""
         d = self._dir(window)
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f"page_{index:05d}.json.part"
-        tmp.write_text(json.dumps(records), encoding="utf-8")
+        if raw is not None:
+            tmp.write_bytes(raw)
+        else:
+            tmp.write_text(json.dumps(records), encoding="utf-8")
         tmp.replace(d / f"page_{index:05d}.json")
 
     def done(self, window) -> bool:
@@ -319,9 +324,11 @@ def query_key(api: str, query: Query, extra: str = "") -> str:
 
 
 def fetch_window(client: Client, window, http: Callable, cache: PageCache | None, cancelled: Callable[[], bool],
-                 progress: Callable[[int], None] = lambda n: None, max_rows: int = 0) -> list[dict]:
+                 progress: Callable[[int], None] = lambda n: None, max_rows: int = 0,
+                 raw: Callable[[], bytes | None] = lambda: None) -> list[dict]:
     """All records of one window, resuming from cached pages; raises PagingIgnoredError when the server ignores
-    paging (the caller splits the window)."""
+    paging (the caller splits the window). ``raw()`` gives the undecoded UTF-8 body of the last response, if
+    the transport kept it."""
     pages = cache.pages(window) if cache else []
     if cache and cache.done(window):
         return [r for page in pages for r in page]
@@ -341,7 +348,7 @@ def fetch_window(client: Client, window, http: Callable, cache: PageCache | None
         body = http(url, params)
         page, more = client.parse(body, state)
         if cache:
-            cache.save(window, state.index, page)
+            cache.save(window, state.index, page, raw() if page is body else None)
         records.extend(page)
         state.index += 1
         state.rows += len(page)
@@ -355,15 +362,22 @@ def fetch_window(client: Client, window, http: Callable, cache: PageCache | None
 
 def fetch_all(client: Client, start: datetime, end: datetime, http: Callable, cache: PageCache | None,
               cancelled: Callable[[], bool], progress: Callable[[int], None] = lambda n: None,
-              max_rows: int = 0, log: Callable[[str], None] = lambda m: None) -> list[dict]:
+              max_rows: int = 0, log: Callable[[str], None] = lambda m: None,
+              sink: Callable[[list[dict]], None] | None = None, raw: Callable[[], bytes | None] = lambda: None
+              ) -> list[dict]:
+    """Every record from ``start`` to ``end``, window by window. With ``sink`` each completed window's records are
+    handed over as they arrive (so the caller can turn them into columns and let the dicts go) and the returned
+    list stays empty."""
     client.prepare(http)
     out: list[dict] = []
+    deliver = sink or out.extend
+    total = 0
     stack = list(reversed(client.windows(start, end)))
     while stack:
         window = stack.pop()
         try:
-            out.extend(fetch_window(client, window, http, cache, cancelled, progress,
-                                    max_rows - len(out) if max_rows else 0))
+            records = fetch_window(client, window, http, cache, cancelled, progress,
+                                   max_rows - total if max_rows else 0, raw)
         except PagingIgnoredError:
             if window[1] - window[0] <= timedelta(hours=1):
                 raise PortalError("The server ignores paging even for a one-hour window.") from None
@@ -371,6 +385,11 @@ def fetch_all(client: Client, start: datetime, end: datetime, http: Callable, ca
             mid = mid.replace(microsecond=0)
             log(f"The server does not page {window[0]:%Y-%m-%d}…{window[1]:%Y-%m-%d}: splitting it in two.")
             stack.extend([(mid, window[1]), (window[0], mid)])
-        if max_rows and len(out) >= max_rows:
-            return out[:max_rows]
+            continue
+        if max_rows:
+            records = records[:max_rows - total]
+        deliver(records)
+        total += len(records)
+        if max_rows and total >= max_rows:
+            break
     return out

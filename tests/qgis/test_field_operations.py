@@ -231,3 +231,25 @@ def test_geopackage_to_geopackage_outputs_match_the_feature_by_feature_path(run_
                                       "OUTPUT": str(zones)})
     zl = QgsVectorLayer(str(zones), "z", "ogr")
     assert zl.featureCount() == 8304 and sorted({f["zone_id"] for f in zl.getFeatures()}) == list(range(12))
+
+
+@pytest.mark.parametrize("crs,own_crs_is_metric", [("EPSG:32616", True), ("EPSG:3857", False),
+                                                   ("EPSG:3435", False)])
+def test_distances_are_ground_metres_in_utm_web_mercator_and_feet(run_alg, crs, own_crs_is_metric):
+    """UTM is used as it is (its scale stays within 0.1 % over Chicago); Web Mercator (1.34x at Chicago's
+    latitude) and US feet go through the equidistant projection. Either way: geodesic metres."""
+    from qgis.core import QgsProcessingContext, QgsRectangle
+
+    from civic311.processing.layerio import is_ground_metric
+
+    moved = run_alg("native:reprojectlayer", {"INPUT": f"{SAMPLE}|layername=requests", "TARGET_CRS": crs,
+                                              "OUTPUT": "memory:"})["OUTPUT"]
+    extent = moved.extent()
+    assert is_ground_metric(moved.crs(), QgsRectangle(extent), QgsProcessingContext()) == own_crs_is_metric
+    out = list(run_alg("civic311:transitaccess", {"INPUT": moved, "STOPS": f"{SAMPLE}|layername=stops",
+                                                  "OUTPUT": "memory:"})["OUTPUT"].getFeatures())
+    stops = {f["stop_id"]: f.geometry().asPoint() for f in sample_layer("stops").getFeatures()}
+    d, back = geodesic(), to_wgs84(moved)
+    for f in out[::97]:
+        assert f["stop_m"] == pytest.approx(d.measureLine(back(f.geometry()), stops[f["stop_id"]]), rel=0.005,
+                                            abs=0.05)

@@ -82,3 +82,12 @@ def test_normalise_accounts_for_every_row_with_numeric_and_text_coordinates():
     assert result.swapped == 1 and result.kept.loc[2, "lat"] == 41.8 and result.kept.loc[2, "lon"] == -87.6
     assert len(result.kept) + len(result.rejected) == len(frame) and result.duplicates == 1
     assert result.rejected["row"].tolist() == [2, 3, 6, 8]
+
+
+def test_text_cleans_large_distinct_columns_like_small_ones():
+    """Columns of mostly distinct values (ids, timestamps) take a row-by-row path: same result."""
+    ids = pd.Series([f" SR{i} " if i % 7 else ("N/A" if i % 2 else None) for i in range(30_000)], dtype=object)
+    cleaned = _text(ids, len(ids))
+    assert cleaned.iloc[1] == "SR1" and cleaned.iloc[7] is None and cleaned.iloc[14] is None  # 'N/A', None
+    assert cleaned.isna().sum() == sum(1 for i in range(30_000) if i % 7 == 0)
+    assert cleaned.tolist()[:40] == _text(ids.iloc[:40], 40).tolist()
