@@ -61,8 +61,9 @@ def bulk_insert(con: sqlite3.Connection, table: str):
     finally:
         for _, sql in triggers:
             con.execute(sql)
-    con.execute("UPDATE gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM \"{0}\") "
-                "WHERE lower(table_name) = lower(?)".format(table.replace('"', '""')), (table,))
+    quoted = table.replace('"', '""')
+    con.execute(f'UPDATE gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM "{quoted}") '
+                "WHERE lower(table_name) = lower(?)", (table,))
 
 
 def insert_rows(con: sqlite3.Connection, table: str, names: list[str], columns: list[list],
@@ -102,11 +103,25 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
                  types: dict[str, str], epsg: int = 4326, chunk: int = 100_000) -> int:
     """Create (or replace) ``layer_name`` in the GeoPackage ``path`` with the given points and columns.
 
-    ``types`` maps column -> 'string' | 'datetime' | 'integer' | 'real'. Returns the number of rows written."""
+    ``types`` maps column -> 'string' | 'datetime' | 'date' | 'integer' | 'real'. Returns the rows written."""
+    count = _write_layer(path, layer_name, columns, types, (np.asarray(x, dtype=float), np.asarray(y, dtype=float)),
+                         epsg, chunk)
+    if 0 < count <= SPATIAL_INDEX_LIMIT:
+        create_spatial_index(path, layer_name)
+    return count
+
+
+def write_table(path: str, layer_name: str, columns: dict[str, pd.Series], types: dict[str, str],
+                chunk: int = 100_000) -> int:
+    """Create (or replace) the attribute table ``layer_name`` (no geometry) in the GeoPackage ``path``."""
+    return _write_layer(path, layer_name, columns, types, None, 0, chunk)
+
+
+def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
     from osgeo import ogr, osr
 
-    ogr_types = {"string": ogr.OFTString, "datetime": ogr.OFTDateTime, "integer": ogr.OFTInteger64,
-                 "real": ogr.OFTReal}
+    ogr_types = {"string": ogr.OFTString, "datetime": ogr.OFTDateTime, "date": ogr.OFTDate,
+                 "integer": ogr.OFTInteger64, "real": ogr.OFTReal}
     driver = ogr.GetDriverByName("GPKG")
     ds = driver.Open(path, 1) if Path(path).exists() else driver.CreateDataSource(path)
     if ds is None:
@@ -115,19 +130,22 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
         if ds.GetLayer(i).GetName() == layer_name:
             ds.DeleteLayer(i)
             break
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    lyr = ds.CreateLayer(layer_name, srs, ogr.wkbPoint, options=["SPATIAL_INDEX=NO", "FID=fid", "GEOMETRY_NAME=geom"])
+    if xy is not None:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        lyr = ds.CreateLayer(layer_name, srs, ogr.wkbPoint,
+                             options=["SPATIAL_INDEX=NO", "FID=fid", "GEOMETRY_NAME=geom"])
+    else:
+        lyr = ds.CreateLayer(layer_name, None, ogr.wkbNone, options=["FID=fid"])
     for name in columns:
         lyr.CreateField(ogr.FieldDefn(name, ogr_types[types[name]]))
     ds = None
+    n = len(next(iter(columns.values()))) if columns else (len(xy[0]) if xy is not None else 0)
     con = sqlite3.connect(path)
     try:
         con.execute("PRAGMA synchronous = OFF")
-        srs_id = con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?",
-                             (layer_name,)).fetchone()[0]
         # a column holding one value (or none) goes into the statement as a literal: each bound value costs
-        literals, bound = {}, ["geom"]
+        literals, bound = {}, []
         for name, series in columns.items():
             first = series.iat[0] if len(series) else None
             if pd.isna(first) and series.isna().all():
@@ -136,22 +154,27 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
                 literals[name] = first
             else:
                 bound.append(name)
-        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        srs_id = None
+        if xy is not None:
+            srs_id = con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?",
+                                 (layer_name,)).fetchone()[0]
         with bulk_insert(con, layer_name):
-            for start in range(0, len(x), chunk):  # values are built a chunk at a time: bounded memory
+            for start in range(0, n, chunk):  # values are built a chunk at a time: bounded memory
                 part = slice(start, start + chunk)
-                values = [point_blobs(x[part], y[part], srs_id)]
-                values += [_sql_values(columns[name].iloc[part], types[name]) for name in bound[1:]]
-                insert_rows(con, f'"{layer_name}"', bound, values, literals)
-        if len(x):
+                values = [_sql_values(columns[name].iloc[part], types[name]) for name in bound]
+                if xy is None:
+                    insert_rows(con, f'"{layer_name}"', bound, values, literals)
+                else:
+                    insert_rows(con, f'"{layer_name}"', ["geom", *bound],
+                                [point_blobs(xy[0][part], xy[1][part], srs_id), *values], literals)
+        if xy is not None and n:
             con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
-                        (float(np.min(x)), float(np.min(y)), float(np.max(x)), float(np.max(y)), layer_name))
+                        (float(np.min(xy[0])), float(np.min(xy[1])), float(np.max(xy[0])), float(np.max(xy[1])),
+                         layer_name))
         con.commit()
     finally:
         con.close()
-    if 0 < len(x) <= SPATIAL_INDEX_LIMIT:
-        create_spatial_index(path, layer_name)
-    return len(x)
+    return n
 
 
 def _quote(text: str) -> str:
@@ -160,9 +183,9 @@ def _quote(text: str) -> str:
 
 def _sql_values(series: pd.Series, kind: str) -> list:
     """A column as plain Python values for SQLite (None for missing; datetimes as GeoPackage text)."""
-    if kind == "datetime":
-        stamps = pd.to_datetime(series).to_numpy(dtype="datetime64[ms]")
-        text = np.datetime_as_string(stamps, unit="ms").astype(object)
+    if kind in ("datetime", "date"):
+        stamps = np.asarray(pd.to_datetime(series), dtype="datetime64[ns]").astype("datetime64[ms]")
+        text = np.datetime_as_string(stamps, unit="ms" if kind == "datetime" else "D").astype(object)
         text[np.isnat(stamps)] = None
         return text.tolist()
     values = series.to_numpy(dtype=object)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
-import pandas as pd
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -63,6 +62,8 @@ def _decode_strings(arr: np.ndarray) -> np.ndarray:
     """Arrow string columns (bytes) to str objects; only distinct values are decoded (categories repeat)."""
     if arr.dtype.kind not in "SO":
         return arr
+    import pandas as pd
+
     codes, uniques = pd.factorize(arr.astype(object) if arr.dtype.kind == "S" else arr)
     decoded = np.array([(u.decode("utf-8", "replace") if isinstance(u, bytes) else u) or None for u in uniques]
                        + [None], dtype=object)

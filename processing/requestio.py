@@ -5,6 +5,7 @@ normalised request layer and the rejects table."""
 from __future__ import annotations
 
 import json
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,9 @@ def records_frame(records: list) -> pd.DataFrame:
     majority is built by the DataFrame constructor in C."""
     if not records:
         return pd.DataFrame()
-    frame = pd.DataFrame(records)
+    # columns in order of first appearance (portals omit null fields record by record); naming them up front
+    # lets pandas skip its own key scan
+    frame = pd.DataFrame.from_records(records, columns=list(dict.fromkeys(chain.from_iterable(records))))
     for name in list(frame.columns):
         col = frame[name]
         if col.dtype != object or pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
@@ -76,9 +79,13 @@ def compact_frame(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> pd.Data
             continue
         if name in numeric:
             frame[name] = pd.to_numeric(col, errors="coerce")  # unusable text is NaN: a missing coordinate
-        elif len(set(col.iloc[:500].tolist())) < 100 and pd.api.types.infer_dtype(col, skipna=True) == "string":
-            codes, uniques = pd.factorize(col.to_numpy())
-            frame[name] = np.append(uniques.astype(object), None)[codes]
+            continue
+        try:
+            if len(set(col.iloc[:500].tolist())) < 100:
+                codes, uniques = pd.factorize(col.to_numpy())
+                frame[name] = np.append(uniques.astype(object), None)[codes]
+        except TypeError:
+            pass  # lists or other unhashable values: left as they are
     return frame
 
 
@@ -238,6 +245,7 @@ def write_outputs(alg, parameters, context, feedback, result: Normalised, source
             raise QgsProcessingException(alg.invalidSinkError(parameters, "OUTPUT"))
         write_requests(sink, result.kept, feedback)
         del sink
+    alg.style_hints["OUTPUT"] = {"counts": result.kept["category"].value_counts().to_dict()}
     results = {"OUTPUT": dest_id, "FETCHED": result.read, "KEPT": len(result.kept),
                "REJECTED_COUNT": len(result.rejected) - result.duplicates, "DUPLICATES": result.duplicates}
     if parameters.get("REJECTED") is not None:

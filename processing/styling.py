@@ -133,8 +133,10 @@ def value_counts(layer, field: str) -> dict:
     return dict(Counter(v for v in values if v is not None and str(v) != "NULL")) if ok else {}
 
 
-def category_renderer(layer, field="category", top=10):
-    counts = value_counts(layer, field) if layer.fields().lookupField(field) >= 0 else {}
+def category_renderer(layer, field="category", top=10, counts: dict | None = None):
+    """The ``top`` most frequent values, each in its colour; ``counts`` when the algorithm already knows them."""
+    if counts is None:
+        counts = value_counts(layer, field) if layer.fields().lookupField(field) >= 0 else {}
     best = sorted(counts, key=lambda k: (-counts[k], str(k)))[:top]
     return categorized(layer, field, [(v, str(v), PALETTE[i % len(PALETTE)]) for i, v in enumerate(best)],
                        all_other="#9e9e9e")
@@ -181,11 +183,13 @@ RENDERERS = {
 }
 
 
-def style_layer(layer: QgsVectorLayer, algorithm: str, key: str) -> bool:
+def style_layer(layer: QgsVectorLayer, algorithm: str, key: str, hints: dict | None = None) -> bool:
+    """Apply the output's renderer; ``hints`` are keyword arguments for the renderer builder (facts the
+    algorithm already computed, such as category counts, so the layer need not be read again)."""
     builder = RENDERERS.get((algorithm, key))
     if builder is None or not layer.isValid() or not layer.isSpatial():
         return False
-    layer.setRenderer(builder(layer))
+    layer.setRenderer(builder(layer, **(hints or {})))
     if (algorithm, key) in (("canvasszones", "ZONES"), ("outreachpipeline", "ZONES")):
         layer.setOpacity(0.45)
     layer.triggerRepaint()
@@ -240,21 +244,22 @@ def build_metadata(alg, key: str, parameters: dict, input_layers: list[QgsMapLay
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Styles and describes an output when QGIS loads it into the project."""
 
-    def __init__(self, algorithm: str, key: str, metadata: QgsLayerMetadata):
+    def __init__(self, algorithm: str, key: str, metadata: QgsLayerMetadata, hints: dict | None = None):
         super().__init__()
-        self.algorithm, self.key, self.metadata = algorithm, key, metadata
+        self.algorithm, self.key, self.metadata, self.hints = algorithm, key, metadata, hints
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
         if isinstance(layer, QgsVectorLayer):
-            style_layer(layer, self.algorithm, self.key)
+            style_layer(layer, self.algorithm, self.key, self.hints)
             layer.setMetadata(self.metadata)
 
 
-def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetadata, feedback=None) -> bool:
+def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetadata, feedback=None,
+                    hints: dict | None = None) -> bool:
     """Write the default style and the metadata into a file output (GeoPackage layer_styles / gpkg_metadata,
     or .qml/.qmd beside other formats)."""
     layer = QgsVectorLayer(path, "output", "ogr")
-    if not layer.isValid() or not style_layer(layer, algorithm, key):
+    if not layer.isValid() or not style_layer(layer, algorithm, key, hints):
         return False
     layer.setMetadata(metadata)
     parts = QgsProviderRegistry.instance().decodeUri("ogr", path)

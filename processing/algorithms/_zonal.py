@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QDate, QVariant
 
 from ..core.trends import INTERVALS
 from ..layerio import QT_TYPES, output_fields, py_value
@@ -69,9 +69,47 @@ def write_zone_layer(alg, parameters, context, zoned, new_fields, columns, feedb
     return dest_id
 
 
-def table_sink(alg, parameters, context, spec):
+BULK_KINDS = {"string": "string", "date": "date", "int": "integer", "double": "real"}
+
+
+def write_table(alg, parameters, context, spec: list[tuple[str, str]], columns: list) -> str | None:
+    """TABLE (no geometry) from whole columns (numpy arrays; NaN or None = NULL; dates as datetime64). A new
+    GeoPackage is written in bulk inside SQLite; any other destination through a QGIS sink. Returns the
+    destination id, or None when TABLE is not wanted."""
+    import numpy as np
+    import pandas as pd
+    from qgis.core import QgsProcessingContext
+
+    from ..gpkgwriter import gpkg_destination
+    from ..gpkgwriter import write_table as bulk_table
+
+    target = gpkg_destination(alg.parameterAsOutputLayer(parameters, "TABLE", context))
+    if target is not None:
+        bulk_table(target[0], target[1], {name: pd.Series(col) for (name, _), col in zip(spec, columns)},
+                   {name: BULK_KINDS[kind] for name, kind in spec})
+        dest_id = f"{target[0]}|layername={target[1]}"
+        if context.project() is not None:
+            context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(
+                alg.parameterDefinition("TABLE").description(), context.project(), "TABLE"))
+        return dest_id
     fields = QgsFields()
     for name, kind in spec:
         fields.append(QgsField(name, QVariant.Date) if kind == "date" else QgsField(name, QT_TYPES[kind]))
     sink, dest_id = alg.parameterAsSink(parameters, "TABLE", context, fields, QgsWkbTypes.Type.NoGeometry)
-    return sink, dest_id, fields
+    if sink is None:
+        return None
+    rows = []
+    for (_, kind), col in zip(spec, columns):
+        if kind == "date":
+            days = np.asarray(col, dtype="datetime64[D]")
+            rows.append([None if np.isnat(d) else QDate(*map(int, str(d).split("-"))) for d in days])
+        else:
+            rows.append([py_value(v) for v in np.asarray(col, dtype=object)])
+    feats = []
+    for values in zip(*rows):
+        feat = QgsFeature(fields)
+        feat.setAttributes(list(values))
+        feats.append(feat)
+    if not sink.addFeatures(feats, QgsFeatureSink.Flag.FastInsert):
+        raise QgsProcessingException(f"Could not write TABLE: {sink.lastError()}")
+    return dest_id

@@ -69,6 +69,7 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         self.run_parameters = dict(parameters)
         self.metadata_extra: dict = {}
+        self.style_hints: dict = {}  # output key -> keyword arguments for its renderer (see styling.style_layer)
         self.input_layers = []
         for definition in self.parameterDefinitions():
             if isinstance(definition, (QgsProcessingParameterFeatureSource, QgsProcessingParameterVectorLayer)) \
@@ -91,12 +92,13 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
                 continue
             metadata = build_metadata(self, key, self.run_parameters, self.input_layers, self.metadata_extra)
             layer = context.getMapLayer(value)
+            hints = getattr(self, "style_hints", {}).get(key)
             if isinstance(layer, QgsVectorLayer):
-                style_layer(layer, self.name(), key)
+                style_layer(layer, self.name(), key, hints)
                 layer.setMetadata(metadata)
             elif self.STYLE_FILE_OUTPUTS:
-                store_with_file(value, self.name(), key, metadata, feedback)
+                store_with_file(value, self.name(), key, metadata, feedback, hints)
             if context.willLoadLayerOnCompletion(value):
                 details = context.layerToLoadOnCompletionDetails(value)
-                details.setPostProcessor(keep_alive(StylePostProcessor(self.name(), key, metadata)))
+                details.setPostProcessor(keep_alive(StylePostProcessor(self.name(), key, metadata, hints)))
         return {}

@@ -7,8 +7,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 from qgis.core import (
-    QgsFeature,
-    QgsFeatureSink,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
@@ -18,12 +16,11 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
-from qgis.PyQt.QtCore import QDate
 
 from ..core.trends import INTERVALS, build_cube, mann_kendall, spike_test
 from ..network import post_json
 from ..zoning import zone_requests
-from ._zonal import add_zone_parameters, advanced, table_sink, write_zone_layer
+from ._zonal import add_zone_parameters, advanced, write_table, write_zone_layer
 from .base import Civic311Algorithm
 
 NEW_FIELDS = [("trend_tau", "double"), ("trend_p", "double"), ("last_count", "int"), ("baseline_mean", "double"),
@@ -127,18 +124,12 @@ class CategoryTrends(Civic311Algorithm):
         dest_id = write_zone_layer(self, parameters, context, zoned, NEW_FIELDS, columns, feedback)
         results = {"OUTPUT": dest_id, "SPIKES": int(spike.sum()), "PERIODS": n_per}
         if parameters.get("TABLE") is not None:
-            sink, table_id, fields = table_sink(self, parameters, context, [
-                ("zone_id", "string"), ("period_start", "date"), ("category", "string"), ("count", "int")])
-            if sink is not None:
-                zi, ti, ci = np.nonzero(cube.by_category)
-                feats = []
-                for a, b, c in zip(zi, ti, ci):
-                    f = QgsFeature(fields)
-                    day = cube.periods[b].astype(object)
-                    f.setAttributes([zoned.zone_ids[a], QDate(day.year, day.month, day.day), cube.categories[c],
-                                     int(cube.by_category[a, b, c])])
-                    feats.append(f)
-                sink.addFeatures(feats, QgsFeatureSink.Flag.FastInsert)
+            zi, ti, ci = np.nonzero(cube.by_category)
+            table_id = write_table(self, parameters, context, [
+                ("zone_id", "string"), ("period_start", "date"), ("category", "string"), ("count", "int")],
+                [np.asarray(zoned.zone_ids, dtype=object)[zi], cube.periods[ti],
+                 np.asarray(cube.categories, dtype=object)[ci], cube.by_category[zi, ti, ci]])
+            if table_id is not None:
                 results["TABLE"] = table_id
         last = cube.periods[-1].astype(object)
         feedback.pushInfo(f"{n_per} {INTERVALS[interval]} periods up to the one starting {last}; "

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 from qgis.core import (
-    QgsFeature,
-    QgsFeatureSink,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
 )
-from qgis.PyQt.QtCore import QDate
 
 from ..core.spatialstats import gi_star
 from ..core.trends import build_cube, classify_emerging, mann_kendall, space_time_weights
 from ..neighbours import add_neighbour_parameters
 from ..zoning import zone_requests, zone_weights
-from ._zonal import add_zone_parameters, table_sink, write_zone_layer
+from ._zonal import add_zone_parameters, write_table, write_zone_layer
 from .base import Civic311Algorithm
 
 NEW_FIELDS = [("ehs_category", "string"), ("trend_tau", "double"), ("trend_p", "double"), ("hot_steps", "int"),
@@ -114,22 +111,12 @@ class EmergingHotSpots(Civic311Algorithm):
                                    [labels, tau, p, hot, cold, z[:, -1]], feedback)
         results = {"OUTPUT": dest_id}
         if parameters.get("TABLE") is not None:
-            sink, table_id, fields = table_sink(self, parameters, context, [
+            zi, ti = np.divmod(np.arange(n_z * n_t), n_t)
+            table_id = write_table(self, parameters, context, [
                 ("zone_id", "string"), ("step_start", "date"), ("gi_z", "double"), ("gi_p", "double"),
-                ("gi_psim", "double"), ("gi_bin", "int")])
-            if sink is not None:
-                days = [d.astype(object) for d in cube.periods]
-                qdays = [QDate(d.year, d.month, d.day) for d in days]
-                pz, pp, ps = res.z.reshape(n_z, n_t), res.p.reshape(n_z, n_t), res.p_sim.reshape(n_z, n_t)
-                feats = []
-                for i in range(n_z):
-                    for t in range(n_t):
-                        f = QgsFeature(fields)
-                        f.setAttributes([zoned.zone_ids[i], qdays[t],
-                                         None if not np.isfinite(pz[i, t]) else float(pz[i, t]),
-                                         None if not np.isfinite(pp[i, t]) else float(pp[i, t]),
-                                         None if not np.isfinite(ps[i, t]) else float(ps[i, t]), int(bins[i, t])])
-                        feats.append(f)
-                sink.addFeatures(feats, QgsFeatureSink.Flag.FastInsert)
+                ("gi_psim", "double"), ("gi_bin", "int")],
+                [np.asarray(zoned.zone_ids, dtype=object)[zi], cube.periods[ti], res.z, res.p, res.p_sim,
+                 bins.reshape(-1)])
+            if table_id is not None:
                 results["TABLE"] = table_id
         return results

@@ -9,7 +9,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pandas as pd
-
 from qgis.core import (
     QgsApplication,
     QgsAuthMethodConfig,
@@ -230,8 +229,7 @@ class FetchRequests(Civic311Algorithm):
 
         feedback.pushInfo(f"Fetching {API_NAMES[API_KEYS.index(api)]} {source} from {start:%Y-%m-%d} to "
                           f"{end - timedelta(days=1):%Y-%m-%d}; page cache {cache.root}")
-        frames = []  # each window's records become columns at once: a million dicts never pile up
-
+        frames: list = []  # each window's records become columns at once: a million dicts never pile up
         coordinates = tuple(field_map[k] for k in COORDINATE_KEYS if k in field_map)
 
         def sink(records):
@@ -255,7 +253,7 @@ class FetchRequests(Civic311Algorithm):
             session.close()
         frame = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else \
             frames[0] if frames else pd.DataFrame()
-        del frames
+        frames.clear()
         if frame.empty:
             feedback.pushWarning("The portal returned no requests for this query.")
         columns = list(frame.columns)

@@ -137,7 +137,15 @@ def _text(series: pd.Series | None, n: int) -> pd.Series:
     if len(values) > 20_000 and len(set(values[:2000].tolist())) > 1000:  # ids, timestamps: mostly distinct
         out = np.full(len(values), None, dtype=object)
         present = np.flatnonzero(~pd.isna(values))
-        out[present] = [None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in values[present]]
+        if pd.api.types.infer_dtype(values[present], skipna=False) == "string":
+            # all text: strip and look for placeholders with C-level loops; per-row Python only if one is there
+            stripped = np.empty(len(present), dtype=object)
+            stripped[:] = list(map(str.strip, values[present]))
+            if not PLACEHOLDERS.isdisjoint(map(str.lower, stripped)):
+                stripped[[t.lower() in PLACEHOLDERS for t in stripped]] = None
+            out[present] = stripped
+        else:
+            out[present] = [None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in values[present]]
         return pd.Series(out, index=series.index)
     codes, uniques = pd.factorize(values)
     table = np.array([None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in uniques] + [None],
@@ -347,6 +355,7 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
                "address": _text(col("address"), n), "source": source, "lon": lon, "lat": lat, "x": x, "y": y,
                "use_xy": use_xy}
     # only the kept rows are assembled: one frame of the survivors instead of a full copy and then a subset
-    kept = pd.DataFrame({name: value if np.isscalar(value) else np.asarray(value)[keep]
+    every = bool(keep.all())
+    kept = pd.DataFrame({name: value if np.isscalar(value) or every else np.asarray(value)[keep]
                          for name, value in columns.items()}, index=pd.RangeIndex(int(keep.sum())), copy=False)
     return Normalised(kept, rejected, int(dup.sum()), n, swapped, warnings)

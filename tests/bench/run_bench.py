@@ -109,6 +109,19 @@ def field_ops(city, scale, work, env, row) -> None:
     row(f"canvasszones K-means 200 ({spread})", scale, ours, native, "native:kmeansclustering", ">= 20x at 1M")
 
 
+def trends(city, scale, work, env, row) -> None:
+    """Weekly category trends and emerging hot spots over the synthetic year, by precinct, TABLE included."""
+    zones = {"REQUESTS": f"{city}|layername=requests", "ZONES": f"{city}|layername=precincts",
+             "ZONE_ID_FIELD": "precinct_id", "INTERVAL": 1}
+    ours = run_alg("civic311:categorytrends", {**zones, "OUTPUT": work / f"ct_{scale}.gpkg",
+                                               "TABLE": work / f"ct_table_{scale}.gpkg"}, env)
+    row(f"categorytrends weekly ({ours[2].get('PERIODS', 0)} periods, 4,000 precincts, TABLE)", scale, ours, None,
+        "", "< 10 s at 1M")
+    ours = run_alg("civic311:emerginghotspots", {**zones, "PERMUTATIONS": 99, "OUTPUT": work / f"eh_{scale}.gpkg",
+                                                 "TABLE": work / f"eh_table_{scale}.gpkg"}, env)
+    row("emerginghotspots weekly (99 perms, 4,000 precincts, TABLE)", scale, ours, None, "", "< 60 s at 1M")
+
+
 def fetch_import(city, scale, work, env, row) -> None:
     """Import a CSV of the synthetic requests (with lat/lon) and fetch the same rows from the mock Socrata."""
     import pandas as pd
@@ -230,6 +243,7 @@ def main() -> None:
                                                  "PERMUTATIONS": 999, "OUTPUT": work / f"lm_{scale}.gpkg"}, env)
             row("localmoran (999 perms)", scale, lm, None, "")
         if scale == "1M" or os.environ.get("BENCH_ALL_ROWS"):
+            trends(city, scale, work, env, row)
             field_ops(city, scale, work, env, row)
             fetch_import(city, scale, work, env, row)
     print()

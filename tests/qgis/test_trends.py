@@ -153,6 +153,33 @@ def test_sample_requests_weekly_by_precinct(run_alg):
     assert sum(f["count"] for f in res["TABLE"].getFeatures()) == 8283  # the requests inside a precinct
 
 
+def table_rows(layer, names):
+    return sorted(tuple(str(f[n]) if hasattr(f[n], "toString") or str(f[n]) == "NULL" else f[n] for n in names)
+                  for f in layer.getFeatures())
+
+
+def test_tables_written_in_bulk_to_geopackage_match_the_sink_path(run_alg, tmp_path):
+    """A new GeoPackage TABLE is written inside SQLite: same rows, types and NULLs as the feature sink."""
+    from qgis.core import QgsVectorLayer
+
+    params = {"REQUESTS": f"{SAMPLE}|layername=requests", "ZONES": f"{SAMPLE}|layername=precincts",
+              "ZONE_ID_FIELD": "ward_prec", "INTERVAL": 1, "BASELINE": 3, "OUTPUT": "memory:"}
+    memory = run_alg("civic311:categorytrends", {**params, "TABLE": "memory:"})["TABLE"]
+    run_alg("civic311:categorytrends", {**params, "TABLE": str(tmp_path / "ct.gpkg")})
+    bulk = QgsVectorLayer(str(tmp_path / "ct.gpkg"), "t", "ogr")
+    assert [(f.name(), f.type()) for f in bulk.fields()][1:] == [(f.name(), f.type()) for f in memory.fields()]
+    assert bulk.featureCount() == memory.featureCount() > 1000
+    names = memory.fields().names()
+    assert table_rows(bulk, names) == table_rows(memory, names)
+    ehsa_params = {**params, "PERMUTATIONS": 9}
+    memory = run_alg("civic311:emerginghotspots", {**ehsa_params, "TABLE": "memory:"})["TABLE"]
+    run_alg("civic311:emerginghotspots", {**ehsa_params, "TABLE": str(tmp_path / "eh.gpkg")})
+    bulk = QgsVectorLayer(str(tmp_path / "eh.gpkg"), "t", "ogr")
+    assert bulk.featureCount() == memory.featureCount() == 1291 * 4
+    names = memory.fields().names()
+    assert table_rows(bulk, names) == table_rows(memory, names)
+
+
 def ehsa(run_alg, rate, seed=7):
     return run_alg("civic311:emerginghotspots", {
         "REQUESTS": requests_layer(rate, seed=seed), "ZONES": grid_zones(), "ZONE_ID_FIELD": "zone",
