@@ -105,8 +105,9 @@ def ehs_renderer(layer):
     return categorized(layer, "ehs_category", classes)
 
 
-def zone_renderer(layer):
-    values = [v for v in _values(layer, "zone_id")]
+def zone_renderer(layer, values: list | None = None):
+    """One colour per zone (grey for DBSCAN noise); ``values`` when the algorithm already knows the zone ids."""
+    values = [v for v in _values(layer, "zone_id")] if values is None else values
     classes = [(v, "Noise (no zone)" if v == -1 else f"Zone {v}", "#bdbdbd" if v == -1 else
                 PALETTE[int(v) % len(PALETTE)]) for v in values]
     return categorized(layer, "zone_id", classes)

@@ -144,6 +144,9 @@ class CanvassZones(Civic311Algorithm):
                           f"largest {summary.radius.max(initial=0):.0f} m"
                           + (f"; {int((labels < 0).sum())} noise point(s)" if method == 1 else ""))
 
+        zone_values = [int(v) for v in np.unique(labels)]  # sorted; -1 (DBSCAN noise) only on the points
+        self.style_hints = {"OUTPUT": {"values": zone_values}, "ZONES": {"values": [v for v in zone_values if v >= 0]},
+                            "ROUTES": {"values": [v for v in zone_values if v >= 0]}}
         all_labels = np.full(len(pts.x), np.nan)
         all_labels[ok] = labels
         dest_id = write_copy_with_columns(self, parameters, "INPUT", "OUTPUT", context, feedback, source, pts.fids,

@@ -277,6 +277,8 @@ class PageCache:
         from pathlib import Path
 
         self.root = Path(root) / key
+        self._writer = None  # one background thread writes pages while the next one downloads
+        self._pending: list = []
 
     def _dir(self, window):
         return self.root / f"{window[0]:%Y%m%dT%H%M%S}_{window[1]:%Y%m%dT%H%M%S}"
@@ -294,8 +296,29 @@ class PageCache:
         return out
 
     def save(self, window, index: int, records: list[dict], raw: bytes | None = None) -> None:
-        """Store a page; ``raw`` is the response's own UTF-8 JSON when it is exactly the list of records (written
-        as received instead of encoded again)."""
+        """Store a page (in the background: ``flush`` waits for it); ``raw`` is the response's own UTF-8 JSON when
+        it is exactly the list of records (written as received instead of encoded again)."""
+        if self._writer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="civic311-page-cache")
+        self._pending.append(self._writer.submit(self._write, window, index, records, raw))
+
+    def flush(self) -> None:
+        """Wait until every page handed to ``save`` is on disk (raises the first write error)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def _write(self, window, index: int, records: list[dict], raw: bytes | None) -> None:
         d = self._dir(window)
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f"page_{index:05d}.json.part"
@@ -309,6 +332,7 @@ class PageCache:
         return (self._dir(window) / "done").exists()
 
     def mark_done(self, window) -> None:
+        self.flush()  # 'done' only once every page of the window is written
         d = self._dir(window)
         d.mkdir(parents=True, exist_ok=True)
         (d / "done").write_text("ok")
@@ -368,6 +392,14 @@ def fetch_all(client: Client, start: datetime, end: datetime, http: Callable, ca
     """Every record from ``start`` to ``end``, window by window. With ``sink`` each completed window's records are
     handed over as they arrive (so the caller can turn them into columns and let the dicts go) and the returned
     list stays empty."""
+    try:
+        return _fetch_windows(client, start, end, http, cache, cancelled, progress, max_rows, log, sink, raw)
+    finally:
+        if cache:
+            cache.close()  # the pages fetched so far are on disk, whether the fetch ended, failed or was cancelled
+
+
+def _fetch_windows(client, start, end, http, cache, cancelled, progress, max_rows, log, sink, raw) -> list[dict]:
     client.prepare(http)
     out: list[dict] = []
     deliver = sink or out.extend

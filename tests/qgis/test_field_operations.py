@@ -185,6 +185,9 @@ def test_kmeans_and_dbscan_zones(run_alg):
     labels = [f["zone_id"] for f in db["OUTPUT"].getFeatures()]
     assert -1 in labels and max(labels) >= 1
     assert db["ZONES"].featureCount() == len(set(labels) - {-1})
+    # one style class per zone: noise (grey) on the points only
+    assert [c.value() for c in db["OUTPUT"].renderer().categories() if c.value() != ""] == sorted(set(labels))
+    assert [c.value() for c in db["ZONES"].renderer().categories() if c.value() != ""] == sorted(set(labels) - {-1})
     with pytest.raises(QgsProcessingException, match="larger than the number of distinct"):
         run_alg("civic311:canvasszones", {"INPUT": f"{SAMPLE}|layername=requests", "METHOD": 0,
                                           "ZONE_COUNT": 100000, "OUTPUT": "memory:"})
