@@ -9,9 +9,12 @@ import sqlite3
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    import pandas as pd
 
 SPATIAL_INDEX_LIMIT = 200_000  # above this the R-tree (row-by-row in SQLite) would cost more than the write
 
@@ -118,6 +121,7 @@ def write_table(path: str, layer_name: str, columns: dict[str, pd.Series], types
 
 
 def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
+    import pandas as pd
     from osgeo import ogr, osr
 
     ogr_types = {"string": ogr.OFTString, "datetime": ogr.OFTDateTime, "date": ogr.OFTDate,
@@ -183,6 +187,8 @@ def _quote(text: str) -> str:
 
 def _sql_values(series: pd.Series, kind: str) -> list:
     """A column as plain Python values for SQLite (None for missing; datetimes as GeoPackage text)."""
+    import pandas as pd
+
     if kind in ("datetime", "date"):
         stamps = np.asarray(pd.to_datetime(series), dtype="datetime64[ns]").astype("datetime64[ms]")
         text = np.datetime_as_string(stamps, unit="ms" if kind == "datetime" else "D").astype(object)
@@ -202,6 +208,8 @@ SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
 def _typed_values(col: np.ndarray, kind: str) -> list | None:
     """A computed column as plain Python values of its declared kind ('string', 'int', 'double'), None for
     NULL; None instead of a list when every value is NULL. Vectorised: only NULL cells are touched one by one."""
+    import pandas as pd
+
     col = np.asarray(col)
     if kind == "string":
         missing = pd.isna(col)

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from qgis.core import (
     QgsFeature,
     QgsProcessingException,
@@ -15,10 +15,12 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
-from scipy import sparse
 
 from .core.weights import NEIGHBOUR_LABELS, Neighbours, build_weights
 from .layerio import METRIC, read_points, read_polygons
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    from scipy import sparse
 
 NEIGHBOUR_HELP = (
     "Neighbours: Queen contiguity (polygons sharing a vertex), Rook contiguity (sharing an edge), K nearest "
@@ -57,6 +59,8 @@ class SpatialInput:
 
 
 def numeric_values(features, field_index: int) -> np.ndarray:
+    import pandas as pd
+
     vals = [f.attributes()[field_index] for f in features]
     return pd.to_numeric(pd.Series([None if v is None or str(v) == "NULL" else v for v in vals], dtype=object),
                          errors="coerce").to_numpy(dtype=float)

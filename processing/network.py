@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
 from qgis.core import Qgis, QgsProcessingException, QgsSettings
 
 from .core.retry import backoff_delay, redact_url, should_retry
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    import requests
 
 DEFAULT_TIMEOUT = (10.0, 120.0)  # connect, read (seconds); NYC 311 pages can take a minute to start
 LOOPBACK = "127.0.0.1,localhost,::1"
@@ -36,6 +38,8 @@ def user_agent() -> str:
 
 def qgis_proxies() -> dict[str, str]:
     """requests' proxies dict from QGIS's Options > Network settings (empty: requests uses the environment)."""
+    import requests
+
     s = QgsSettings()
     if str(s.value("proxy/proxyEnabled", False)).lower() not in ("true", "1"):
         return {"no_proxy": LOOPBACK}
@@ -55,6 +59,8 @@ def qgis_proxies() -> dict[str, str]:
 
 
 def make_session(headers: dict[str, str] | None = None) -> requests.Session:
+    import requests
+
     session = requests.Session()
     session.headers["User-Agent"] = user_agent()
     session.headers["Accept-Encoding"] = "gzip, deflate"
@@ -93,6 +99,8 @@ def request(session: requests.Session, method: str, url: str, feedback=None, *, 
             timeout=DEFAULT_TIMEOUT, retries: int = 5, backoff_base: float = 1.0, backoff_cap: float = 60.0,
             secrets: tuple[str, ...] = (), rng: random.Random | None = None) -> requests.Response:
     """One HTTP exchange with retries on connection errors, timeouts, 429, 5xx and 202; others raise at once."""
+    import requests
+
     rng = rng or random.Random()
     last_problem = ""
     for attempt in range(retries + 1):

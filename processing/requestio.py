@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
@@ -25,6 +25,9 @@ from qgis.PyQt.QtCore import QDateTime, QVariant
 
 from .core.normalise import FIELDS, Normalised
 from .layerio import WGS84, transform_xy
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    import pandas as pd
 
 REQUEST_FIELD_TYPES = {"created_at": QVariant.DateTime, "closed_at": QVariant.DateTime}
 REQUEST_BULK_TYPES = {"created_at": "datetime", "closed_at": "datetime"}
@@ -49,6 +52,8 @@ def records_frame(records: list) -> pd.DataFrame:
     """Rows of JSON objects -> frame of raw values; nested objects flattened with '_' (location_latitude, …).
     Missing values are None or NaN. Only columns that hold objects go through json_normalize: the flat
     majority is built by the DataFrame constructor in C."""
+    import pandas as pd
+
     if not records:
         return pd.DataFrame()
     # columns in order of first appearance (portals omit null fields record by record); naming them up front
@@ -73,6 +78,8 @@ def records_frame(records: list) -> pd.DataFrame:
 def compact_frame(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
     """Less memory for a frame of decoded JSON, which holds one string object per cell: the ``numeric`` columns
     (coordinates) become numbers, and columns of few distinct values share one object per value."""
+    import pandas as pd
+
     for name in frame.columns:
         col = frame[name]
         if col.dtype != object:
@@ -99,6 +106,8 @@ def _is_csv(p: Path) -> bool:
 
 def _read_csv(p: Path, **options) -> pd.DataFrame:
     import warnings
+
+    import pandas as pd
 
     for encoding in ("utf-8-sig", "latin-1"):
         try:
@@ -167,6 +176,8 @@ def json_frame(data) -> pd.DataFrame:
 def locate_xy(result: Normalised, xy_crs: str | None, context) -> None:
     """Turn state-plane X/Y rows into lon/lat (EPSG:4326); rows that still have no usable location move to the
     rejects (so none is lost)."""
+    import pandas as pd
+
     kept = result.kept
     use = kept["use_xy"].to_numpy(dtype=bool)
     if use.any():
@@ -186,6 +197,8 @@ def locate_xy(result: Normalised, xy_crs: str | None, context) -> None:
 
 
 def _qdt(values: pd.Series) -> list:
+    import pandas as pd
+
     out = []
     for v in values:
         if pd.isna(v):

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from qgis.core import (
     QgsCoordinateTransform,
     QgsFeature,
@@ -14,12 +14,14 @@ from qgis.core import (
     QgsPointXY,
     QgsProcessingException,
 )
-from scipy import sparse
 
 from .core.geometry import assign_points_to_polygons
 from .core.hexgrid import hex_axial, hex_centre, hex_ring
 from .core.weights import Neighbours, build_weights
 from .layerio import METRIC, read_points, read_polygons
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    from scipy import sparse
 
 HEX_NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, -1), (-1, 1))
 
@@ -45,6 +47,8 @@ class ZonedRequests:
 def to_datetimes(values: np.ndarray) -> np.ndarray:
     """created_at values (datetime64, Python datetimes, ISO strings with or without offset) -> datetime64[ms].
     Values with an offset are converted to UTC; floating (zone-less) values are kept as they are."""
+    import pandas as pd
+
     if values.dtype.kind == "M":
         return values.astype("datetime64[ms]")
     series = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True)
@@ -108,6 +112,8 @@ def zone_requests(alg, parameters, context, feedback, category_field: str = "") 
 
 def zone_weights(zoned: ZonedRequests, kind: int, k: int, distance: float) -> tuple[sparse.csr_matrix, float]:
     """Neighbours between zones; on a hexagon grid contiguity means the six adjacent hexagons."""
+    from scipy import sparse
+
     if zoned.hex_qr is not None and kind in (Neighbours.QUEEN, Neighbours.ROOK):
         index = {(int(a), int(b)): i for i, (a, b) in enumerate(zoned.hex_qr)}
         rows, cols = [], []

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pandas as pd
 from qgis.core import (
     QgsApplication,
     QgsAuthMethodConfig,
@@ -135,6 +134,8 @@ class FetchRequests(Civic311Algorithm):
         add_count_outputs(self)
 
     def execute(self, parameters, context, feedback):
+        import pandas as pd
+
         preset_index = self.parameterAsEnum(parameters, "PRESET", context)
         preset = self.presets[preset_index - 1] if preset_index > 0 else None
         if preset:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -112,6 +111,8 @@ class PrecinctStats(Civic311Algorithm):
         self.addOutput(QgsProcessingOutputNumber("UNMATCHED", self.tr("Requests outside every precinct")))
 
     def execute(self, parameters, context, feedback):
+        import pandas as pd
+
         id_field = self.parameterAsString(parameters, "PRECINCT_ID_FIELD", context)
         voters_field = self.parameterAsString(parameters, "VOTERS_FIELD", context)
         ballots_field = self.parameterAsString(parameters, "BALLOTS_FIELD", context)

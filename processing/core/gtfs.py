@@ -7,9 +7,12 @@ import io
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    import pandas as pd
 
 
 class GtfsError(ValueError):
@@ -47,6 +50,8 @@ class _Feed:
 
     def read(self, name: str, usecols: list[str] | None = None) -> pd.DataFrame:
         """All values as stripped strings; BOM, CRLF and quoted fields handled; unknown columns kept."""
+        import pandas as pd
+
         raw = self.zip.read(self.names[name]) if self.zip else Path(self.names[name]).read_bytes()
         frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, encoding="utf-8-sig",
                             skipinitialspace=True)
@@ -64,6 +69,8 @@ STOP_COLUMNS = ["stop_id", "stop_name", "location_type", "parent_station", "whee
 
 
 def read_stops(source: str | Path, boarding_only: bool = True) -> GtfsStops:
+    import pandas as pd
+
     feed = _Feed(source)
     if not feed.has("stops.txt"):
         raise GtfsError(f"{source} has no stops.txt: a GTFS feed must contain stops.txt.")

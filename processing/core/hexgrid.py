@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
-from scipy.spatial import Delaunay, cKDTree
 
 from .weights import distance_band, min_threshold_distance
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    from scipy import sparse
 
 SQRT3 = np.sqrt(3.0)
 
@@ -45,6 +47,8 @@ def cell_size_from_points(x: np.ndarray, y: np.ndarray) -> float:
     Twice the mean nearest-neighbour distance between distinct locations, but never so small that the study
     area needs more than about 20,000 hexagons.
     """
+    from scipy.spatial import cKDTree
+
     xy = np.unique(np.column_stack([x, y]), axis=0)
     if len(xy) < 2:
         return 1.0
@@ -68,6 +72,8 @@ class HexCounts:
 def hex_counts(x: np.ndarray, y: np.ndarray, width: float, keep_hull_only: bool = True) -> HexCounts:
     """Count points per hexagon of flat-to-flat ``width``; zero-count cells inside the points' convex hull are
     kept (they matter for Gi*), cells outside it are not."""
+    from scipy.spatial import Delaunay
+
     size = width / SQRT3
     x0, y0 = float(np.min(x)), float(np.min(y))
     q, r = hex_axial(x, y, size, x0, y0)
@@ -118,6 +124,8 @@ def incremental_band(x: np.ndarray, y: np.ndarray, values: np.ndarray, steps: in
     distance. Without a peak, the mean distance to the k nearest neighbours (k = 5 % of n, 3..30) is used.
     Returns (band, [(distance, z), ...]).
     """
+    from scipy.spatial import cKDTree
+
     start = min_threshold_distance(x, y)
     d, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=2)
     step = float(d[:, 1].mean()) or start or 1.0

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    import pandas as pd
 
 FIELDS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
           "source")
@@ -77,6 +80,8 @@ def canonical(name: str) -> str:
 def strip_common_prefix(columns: list[str]) -> dict[str, str]:
     """canonical name -> column, dropping a prefix such as 'P_' shared by most columns (legacy Chicago
     extracts prefix every column with the dataset's letter)."""
+    import pandas as pd
+
     canon = {c: canonical(c) for c in columns}
     prefixes = pd.Series([m.group(1) for v in canon.values() if (m := re.match(r"^([a-z])_", v))], dtype=object)
     if len(prefixes) and prefixes.value_counts().iloc[0] >= 0.6 * len(columns):
@@ -131,6 +136,8 @@ def detect_schema(columns: list[str], overrides: dict[str, str] | None = None, x
 def _text(series: pd.Series | None, n: int) -> pd.Series:
     """Stripped text with placeholders ('', 'N/A', 'null', …) as None. Each distinct value is cleaned once:
     categories, statuses and agencies repeat a handful of values over millions of rows."""
+    import pandas as pd
+
     if series is None:
         return pd.Series([None] * n, dtype=object)
     values = series.to_numpy(dtype=object)
@@ -155,7 +162,6 @@ def _text(series: pd.Series | None, n: int) -> pd.Series:
 
 DATE_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y/%m/%d %H:%M:%S",
                 "%d/%m/%Y %H:%M:%S")
-_PANDAS_2 = int(pd.__version__.split(".")[0]) >= 2
 
 
 def _date_shapes(values: np.ndarray, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,6 +203,8 @@ def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False)
     ISO 8601 with an offset (Open311, SeeClickFix, 'Z') and epoch milliseconds (ArcGIS) are converted to the
     source's local time zone ``tz`` (UTC when unknown); floating timestamps without an offset (Socrata, CKAN,
     CSV exports) are kept as the publisher's local time. ``cleaned``: the values already went through _text."""
+    import pandas as pd
+
     text = values if cleaned else _text(values, len(values))
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     todo = text.notna().to_numpy()
@@ -213,7 +221,8 @@ def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False)
     naive = iso & ~aware
     if naive.any():
         sub = text.iloc[where[naive]]
-        parsed = pd.to_datetime(sub, errors="coerce", format="ISO8601") if _PANDAS_2 else \
+        pandas_2 = int(pd.__version__.split(".")[0]) >= 2  # 'ISO8601' parses mixed ISO shapes (pandas 2 only)
+        parsed = pd.to_datetime(sub, errors="coerce", format="ISO8601") if pandas_2 else \
             pd.to_datetime(sub, errors="coerce")
         out.iloc[where[naive]] = parsed.to_numpy()
     if aware.any():
@@ -245,6 +254,8 @@ class Normalised:
 
 
 def _num(series: pd.Series | None, n: int) -> np.ndarray:
+    import pandas as pd
+
     if series is None:
         return np.full(n, np.nan)
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
@@ -257,6 +268,8 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     only impossible coordinates are rejected and swapped pairs are detected against the data's own area.
     ``categories`` and ``date_range`` ([start, end) naive datetimes) filter rows the portal could not filter
     itself; rows they leave out are listed as rejected with the reason, never dropped silently."""
+    import pandas as pd
+
     n = len(frame)
     cols = fmap.columns
 

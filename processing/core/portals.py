@@ -277,7 +277,7 @@ class PageCache:
         from pathlib import Path
 
         self.root = Path(root) / key
-        self._writer = None  # one background thread writes pages while the next one downloads
+        self._writer: Any = None  # one background thread writes pages while the next one downloads
         self._pending: list = []
 
     def _dir(self, window):

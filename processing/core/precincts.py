@@ -8,7 +8,6 @@ import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 
 def slugify(text: str, max_len: int = 40) -> str:
@@ -58,6 +57,8 @@ def empirical_bayes_rates(events: np.ndarray, population: np.ndarray) -> np.ndar
 
 def quintiles(values: np.ndarray) -> np.ndarray:
     """1..5 (5 = highest) by rank; ties share the lower class; NaN stays NaN (returned as 0)."""
+    import pandas as pd
+
     v = np.asarray(values, dtype=float)
     out = np.zeros(len(v), dtype=np.int64)
     ok = np.isfinite(v)
@@ -89,6 +90,8 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
               voters: np.ndarray | None = None, ballots: np.ndarray | None = None,
               top_n: int = 5, suppress_below: int = 0) -> PrecinctSummary:
     """Counts by precinct from a point->precinct assignment (-1 = outside every precinct)."""
+    import pandas as pd
+
     assignment = np.asarray(assignment, dtype=np.int64)
     inside = assignment >= 0
     requests = np.bincount(assignment[inside], minlength=n_precincts).astype(np.int64)

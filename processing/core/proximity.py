@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 
 @dataclass
@@ -18,6 +17,8 @@ class Nearest:
 
 def nearest_facilities(px: np.ndarray, py: np.ndarray, fx: np.ndarray, fy: np.ndarray, radius: float = 0.0,
                        chunk: int = 250_000) -> Nearest:
+    from scipy.spatial import cKDTree
+
     n = len(px)
     index = np.full(n, -1, dtype=np.int64)
     distance = np.full(n, np.nan)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass
@@ -32,6 +31,8 @@ def least_squares(y: np.ndarray, x: np.ndarray, names: list[str], weights: np.nd
     Solved with a QR-based least-squares solve on sqrt(w)-scaled data; standard errors from
     s^2 (X'WX)^-1 with s^2 = sum(w e^2) / (n - p); R^2 is the weighted R^2 about the weighted mean.
     """
+    from scipy import stats
+
     y = np.asarray(y, dtype=float)
     x = np.asarray(x, dtype=float).reshape(len(y), -1)
     n, k = x.shape

@@ -9,9 +9,12 @@ against it: the same seed draws the same conditional permutations as esda withou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse, stats
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    from scipy import sparse
 
 CONFIDENCE_LEVELS = ((0.01, 3), (0.05, 2), (0.10, 1))
 LISA_LABELS = {1: "HH", 2: "LH", 3: "LL", 4: "HL"}
@@ -79,6 +82,8 @@ def random_neighbour_sums(values: np.ndarray, w: sparse.csr_matrix, permutations
 
 def binary_offdiagonal(w: sparse.spmatrix) -> sparse.csr_matrix:
     """Binary copy of ``w`` without self-neighbours."""
+    from scipy import sparse
+
     wb = sparse.csr_matrix(w, copy=True)
     wb.data[:] = 1.0
     wb = (wb - sparse.diags(wb.diagonal())).tocsr()
@@ -114,6 +119,8 @@ class GiStarResult:
 def gi_star(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, seed: int = 1,
             use_fdr: bool = True) -> GiStarResult:
     """Getis-Ord Gi* with binary weights and the feature itself included."""
+    from scipy import sparse, stats
+
     y = np.asarray(y, dtype=float)
     n = len(y)
     wb = binary_offdiagonal(w)
@@ -152,6 +159,8 @@ class LocalMoranResult:
 def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, seed: int = 1,
                 use_fdr: bool = True, alpha: float = 0.05) -> LocalMoranResult:
     """Local Moran's I with row-standardised weights (esda Moran_Local, transformation='r')."""
+    from scipy import sparse, stats
+
     y = np.asarray(y, dtype=float)
     n = len(y)
     wb = binary_offdiagonal(w)

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse, special, stats
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    from scipy import sparse
 
 INTERVALS = ("day", "week", "month")
 
@@ -79,6 +82,8 @@ def build_cube(zone: np.ndarray, times: np.ndarray, categories: np.ndarray | Non
 def mann_kendall(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kendall's tau-b of each row against time and its two-sided p-value (normal approximation with the tie
     correction, no continuity correction) — the same as scipy.stats.kendalltau(t, x, method='asymptotic')."""
+    from scipy import stats
+
     x = np.atleast_2d(np.asarray(series, dtype=float))
     n = x.shape[1]
     if n < 3:
@@ -114,6 +119,8 @@ def spike_test(last: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.n
     summing to S and dispersion phi = max(1, variance / mean) of the baseline, r = S/phi + 0.5 and
     p = B / (B + 1), evaluated at x/phi (quasi-Poisson scaling). The mid-p upper tail
     P = P(X > x) + P(X = x) / 2 is turned into a z-score, z = Phi^-1(1 - P). Returns (z, baseline mean, P)."""
+    from scipy import special, stats
+
     last = np.asarray(last, dtype=float)
     base = np.asarray(baseline, dtype=float)
     b = base.shape[1]
@@ -136,6 +143,8 @@ def spike_test(last: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.n
 def space_time_weights(w_space: sparse.csr_matrix, n_steps: int, window: int) -> sparse.csr_matrix:
     """Neighbours of bin (zone i, step t): zone i and its spatial neighbours at steps t - window … t, without
     the bin itself (Gi* adds it). Bins are ordered zone-major: index = i * n_steps + t."""
+    from scipy import sparse
+
     n = w_space.shape[0]
     spatial = (sparse.csr_matrix(w_space, copy=True) + sparse.identity(n, format="csr")).tocsr()
     spatial.data[:] = 1.0

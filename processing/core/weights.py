@@ -8,13 +8,14 @@ vertex, Rook = they share at least one edge (two consecutive vertices), both on 
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from scipy import sparse
-from scipy.spatial import cKDTree
 
 from .geometry import Polygon
+
+if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
+    from scipy import sparse
 
 
 class Neighbours(IntEnum):
@@ -30,6 +31,8 @@ NEIGHBOUR_LABELS = ("Queen contiguity", "Rook contiguity", "K nearest neighbours
 
 
 def _pairs_to_matrix(a: np.ndarray, b: np.ndarray, n: int) -> sparse.csr_matrix:
+    from scipy import sparse
+
     keep = a != b
     a, b = a[keep], b[keep]
     rows = np.concatenate([a, b])
@@ -59,6 +62,8 @@ def _shared_key_pairs(keys: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, 
 
 def contiguity(polygons: Sequence[Polygon], rook: bool = False) -> sparse.csr_matrix:
     """Queen (shared vertex) or Rook (shared edge) contiguity of polygons given as rings."""
+    from scipy import sparse
+
     n = len(polygons)
     coords, owner, ring_id = [], [], []
     rid = 0
@@ -90,6 +95,9 @@ def contiguity(polygons: Sequence[Polygon], rook: bool = False) -> sparse.csr_ma
 
 def knn(x: np.ndarray, y: np.ndarray, k: int) -> sparse.csr_matrix:
     """k nearest neighbours (asymmetric, self excluded); k is capped at n - 1."""
+    from scipy import sparse
+    from scipy.spatial import cKDTree
+
     n = len(x)
     k = int(min(k, n - 1))
     if k < 1:
@@ -111,6 +119,8 @@ def knn(x: np.ndarray, y: np.ndarray, k: int) -> sparse.csr_matrix:
 
 def min_threshold_distance(x: np.ndarray, y: np.ndarray) -> float:
     """Smallest distance band that gives every feature at least one neighbour."""
+    from scipy.spatial import cKDTree
+
     if len(x) < 2:
         return 0.0
     tree = cKDTree(np.column_stack([x, y]))
@@ -120,6 +130,8 @@ def min_threshold_distance(x: np.ndarray, y: np.ndarray) -> float:
 
 def distance_band(x: np.ndarray, y: np.ndarray, threshold: float) -> sparse.csr_matrix:
     """Binary neighbours within ``threshold`` (inclusive), self excluded."""
+    from scipy.spatial import cKDTree
+
     n = len(x)
     tree = cKDTree(np.column_stack([x, y]))
     pairs = tree.query_pairs(r=threshold * (1 + 1e-12), output_type="ndarray")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 
 def distinct_locations(x: np.ndarray, y: np.ndarray, at_least: int | None = None) -> int:
@@ -21,7 +20,7 @@ def distinct_locations(x: np.ndarray, y: np.ndarray, at_least: int | None = None
     return len(pd.unique(x + 1j * y))
 
 
-def _kmeans_plus_plus(xy: np.ndarray, w: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
+def _kmeans_plus_plus(xy: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, with 2 + ln k candidate centres per step and the
     best kept, as scikit-learn does): each centre is drawn with probability proportional to weight x squared
     distance to the nearest centre already chosen."""
@@ -46,6 +45,8 @@ def _kmeans_plus_plus(xy: np.ndarray, w: np.ndarray, k: int, rng: np.random.Rand
 def _lloyd(xy: np.ndarray, w: np.ndarray, centres: np.ndarray, iterations: int, tol: float = 0.0) -> np.ndarray:
     """Lloyd steps (nearest centre by KD-tree, weighted means by bincount) until the centres move less than
     ``tol`` (sum of squared shifts). A centre left without points moves to the point farthest from its own."""
+    from scipy.spatial import cKDTree
+
     k = len(centres)
     workers = -1 if len(xy) > 200_000 else 1  # threads only pay off on large inputs
     for _ in range(iterations):
@@ -66,17 +67,19 @@ def _lloyd(xy: np.ndarray, w: np.ndarray, centres: np.ndarray, iterations: int, 
 
 
 def kmeans_zones(x: np.ndarray, y: np.ndarray, k: int, seed: int = 1, weights: np.ndarray | None = None,
-                 sample: int = 50_000, refine: int = 8, refine_sample: int = 250_000) -> np.ndarray:
+                 sample: int = 50_000, refine: int = 6, refine_sample: int = 250_000) -> np.ndarray:
     """K-means labels 0..k-1: k-means++ seeding and Lloyd iterations to convergence (tolerance 1e-4 of the data's
     variance, as scikit-learn) on a seeded random sample of at most ``sample`` points, then ``refine`` Lloyd
     steps on a larger sample of ``refine_sample`` points, then every point to its nearest centre. Large inputs
     get the spread of a full fit in a fraction of the time."""
+    from scipy.spatial import cKDTree
+
     n = len(x)
     xy = np.column_stack([x, y])
     k = int(min(k, distinct_locations(x, y, k)))
     if k < 1:
         return np.zeros(n, dtype=np.int64)
-    rng = np.random.RandomState(seed)
+    rng = np.random.default_rng(seed)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     idx = rng.choice(n, sample, replace=False) if n > sample else np.arange(n)
     fit_xy, fit_w = xy[idx], w[idx]
@@ -205,6 +208,8 @@ def path_length(xy: np.ndarray, order: np.ndarray) -> float:
 
 def nearest_neighbour_path(xy: np.ndarray, start: int = 0) -> np.ndarray:
     """Greedy walk from ``start`` to the nearest unvisited location (KD-tree, so large zones stay fast)."""
+    from scipy.spatial import cKDTree
+
     n = len(xy)
     if n <= 2:
         return np.r_[start, np.setdiff1d(np.arange(n), [start])].astype(np.int64)
