@@ -197,6 +197,14 @@ def _date_shapes(values: np.ndarray, chunk: int = 200_000) -> tuple[np.ndarray, 
     return numeric, iso, aware
 
 
+def _iso_format() -> dict:
+    """pandas 2 guesses one format from the first value and turns every other shape into NaT unless told the
+    values are ISO 8601 of any shape; pandas 1 parses each ISO value on its own already."""
+    import pandas as pd
+
+    return {"format": "ISO8601"} if int(pd.__version__.split(".")[0]) >= 2 else {}
+
+
 def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False) -> pd.Series:
     """Timestamps in the usual 311 formats -> naive datetime64[ns] (NaT where unparseable).
 
@@ -221,15 +229,13 @@ def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False)
     naive = iso & ~aware
     if naive.any():
         sub = text.iloc[where[naive]]
-        pandas_2 = int(pd.__version__.split(".")[0]) >= 2  # 'ISO8601' parses mixed ISO shapes (pandas 2 only)
-        parsed = pd.to_datetime(sub, errors="coerce", format="ISO8601") if pandas_2 else \
-            pd.to_datetime(sub, errors="coerce")
+        parsed = pd.to_datetime(sub, errors="coerce", **_iso_format())
         out.iloc[where[naive]] = parsed.to_numpy()
     if aware.any():
         sub = text.iloc[where[aware]]
         fixed = sub.str.replace(r"([+-]\d{2})(\d{2})$", r"\1:\2", regex=True)
         fixed = fixed.str.replace(r"([ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", r"\1:00", regex=True)
-        stamps = pd.to_datetime(fixed, errors="coerce", utc=True)
+        stamps = pd.to_datetime(fixed, errors="coerce", utc=True, **_iso_format())
         out.iloc[where[aware]] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None).to_numpy()
     rest = pd.Series(False, index=values.index)
     rest.iloc[where[~(numeric | iso)]] = True
