@@ -162,3 +162,20 @@ def test_kmeans_zones_as_good_as_scikit_learn():
             ours = np.mean([_inertia(x, y, kmeans_zones(x, y, 25, seed=s, weights=w), w) for s in range(5)])
             ref = np.mean([KMeans(25, n_init=1, random_state=s).fit(xy, sample_weight=w).inertia_ for s in range(5)])
             assert ours <= ref * 1.05
+
+
+def test_summarise_zones_matches_a_zone_by_zone_computation():
+    rng = np.random.default_rng(8)
+    x, y = rng.uniform(0, 1000, 500), rng.uniform(0, 1000, 500)
+    labels = rng.integers(-1, 12, 500)  # -1: noise, not a zone
+    labels[labels == 7] = 8  # a gap in the ids
+    for w in (None, rng.uniform(0.5, 3, 500)):
+        s = summarise_zones(x, y, labels, w)
+        assert s.zone_ids.tolist() == sorted(set(labels.tolist()) - {-1})
+        for j, z in enumerate(s.zone_ids):
+            m = labels == z
+            ww = np.ones(m.sum()) if w is None else w[m]
+            cx, cy = np.average(x[m], weights=ww), np.average(y[m], weights=ww)
+            assert s.counts[j] == m.sum()
+            assert (s.centre_x[j], s.centre_y[j]) == pytest.approx((cx, cy))
+            assert s.radius[j] == pytest.approx(np.sqrt((x[m] - cx) ** 2 + (y[m] - cy) ** 2).max())
