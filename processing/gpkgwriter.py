@@ -207,17 +207,21 @@ SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
 
 def _typed_values(col: np.ndarray, kind: str) -> list | None:
     """A computed column as plain Python values of its declared kind ('string', 'int', 'double'), None for
-    NULL; None instead of a list when every value is NULL. Vectorised: only NULL cells are touched one by one."""
-    import pandas as pd
-
+    NULL (None or NaN); None instead of a list when every value is NULL. Vectorised with numpy alone: only NULL
+    cells are touched one by one."""
     col = np.asarray(col)
+    if col.dtype == object:
+        missing = np.asarray(col == None) | np.asarray(col != col)  # noqa: E711 - elementwise None test; NaN
+        if kind != "string":
+            col = np.where(missing, np.nan, col).astype(float)
+    elif col.dtype.kind == "f":
+        missing = np.isnan(col)
+    else:
+        missing = np.zeros(len(col), dtype=bool)
     if kind == "string":
-        missing = pd.isna(col)
         values = col.astype(object).tolist()
     else:
-        numbers = pd.to_numeric(pd.Series(col, dtype=object if col.dtype == object else None),
-                                errors="coerce").to_numpy(dtype=float)
-        missing = np.isnan(numbers)
+        numbers = col.astype(float)
         values = (np.where(missing, 0, numbers).astype(np.int64) if kind == "int" else numbers).tolist()
     if missing.all():
         return None

@@ -106,7 +106,9 @@ class TransitAccess(Civic311Algorithm):
         stop_ids = id_values(self, parameters, "STOPS", "STOP_ID_FIELD", context, stops.fids)
         near_stop = nearest_facilities(x[ok], y[ok], stops.x, stops.y, radius=walk)
         n = len(x)
-        columns = {name: np.full(n, None, dtype=object) for name, _ in NEW_FIELDS}
+        # text columns hold None, numeric ones NaN where there is no value (NULL in the output)
+        columns = {name: np.full(n, None, dtype=object) if kind == "string" else np.full(n, np.nan)
+                   for name, kind in NEW_FIELDS}
         columns["stop_id"][ok] = stop_ids[near_stop.index]
         columns["stop_m"][ok] = near_stop.distance
         columns["stops_walk"][ok] = near_stop.within
@@ -120,8 +122,6 @@ class TransitAccess(Civic311Algorithm):
             columns["poll_m"][ok] = near_poll.distance
             columns["access_gap"][ok] = ((near_stop.distance <= walk) & (near_poll.distance > poll_far)).astype(int)
             feedback.pushInfo(f"{int(np.sum(columns['access_gap'][ok]))} feature(s) have an access gap.")
-        for name in ("stop_m", "poll_m"):
-            columns[name] = columns[name].astype(float)
         dest_id = write_copy_with_columns(self, parameters, "INPUT", "OUTPUT", context, feedback, source, fids,
                                           NEW_FIELDS, [columns[name] for name, _ in NEW_FIELDS])
         return {"OUTPUT": dest_id}

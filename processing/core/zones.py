@@ -9,15 +9,13 @@ import numpy as np
 
 
 def distinct_locations(x: np.ndarray, y: np.ndarray, at_least: int | None = None) -> int:
-    """How many distinct (x, y) locations there are, hashed rather than sorted. With ``at_least``, the count
-    may stop early at any value >= at_least (a head of the data usually settles it)."""
-    import pandas as pd
-
+    """How many distinct (x, y) locations there are. With ``at_least``, the count may stop early at any value
+    >= at_least (a head of the data usually settles it without sorting every point)."""
     if at_least is not None and len(x) > 50 * at_least:
-        head = len(pd.unique(x[:50 * at_least] + 1j * y[:50 * at_least]))
+        head = len(np.unique(x[:50 * at_least] + 1j * y[:50 * at_least]))
         if head >= at_least:
             return head
-    return len(pd.unique(x + 1j * y))
+    return len(np.unique(x + 1j * y))
 
 
 def _kmeans_plus_plus(xy: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -179,8 +177,6 @@ class ZoneSummary:
 def summarise_zones(x, y, labels, weights=None) -> ZoneSummary:
     """Per zone (labels >= 0): point count, (weighted) centre and radius = largest distance from the centre to
     a point of the zone. Vectorised: bincount sums and one grouped maximum."""
-    import pandas as pd
-
     inside = labels >= 0
     lab = labels[inside].astype(np.int64)
     if not len(lab):
@@ -197,7 +193,9 @@ def summarise_zones(x, y, labels, weights=None) -> ZoneSummary:
     div = np.where(plain, np.maximum(counts, 1), total)
     cx, cy = wx / div, wy / div
     dist = np.sqrt((px - cx[lab]) ** 2 + (py - cy[lab]) ** 2)
-    radius = pd.Series(dist).groupby(lab).max().reindex(ids).to_numpy()
+    order = np.argsort(lab, kind="stable")
+    starts = np.searchsorted(lab[order], ids)
+    radius = np.maximum.reduceat(dist[order], starts)  # largest distance per zone, zones in id order
     return ZoneSummary(ids, counts[ids], cx[ids], cy[ids], radius)
 
 
