@@ -31,6 +31,10 @@ def nearest_facilities(px: np.ndarray, py: np.ndarray, fx: np.ndarray, fy: np.nd
         pts = np.column_stack([px[sl], py[sl]])
         d, i = tree.query(pts, k=1, workers=-1)
         index[sl], distance[sl] = i, d
-        if radius > 0:
-            within[sl] = tree.query_ball_point(pts, r=radius, return_length=True, workers=-1)
+        if radius > 0:  # only points whose nearest facility is within reach can have any within reach
+            near = np.flatnonzero(d <= radius)
+            counts = np.zeros(len(d), dtype=np.int64)
+            if len(near):
+                counts[near] = tree.query_ball_point(pts[near], r=radius, return_length=True, workers=-1)
+            within[sl] = counts
     return Nearest(index, distance, within)

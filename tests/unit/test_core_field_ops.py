@@ -179,3 +179,13 @@ def test_summarise_zones_matches_a_zone_by_zone_computation():
             assert s.counts[j] == m.sum()
             assert (s.centre_x[j], s.centre_y[j]) == pytest.approx((cx, cy))
             assert s.radius[j] == pytest.approx(np.sqrt((x[m] - cx) ** 2 + (y[m] - cy) ** 2).max())
+
+
+def test_nearest_facilities_counts_match_brute_force():
+    rng = np.random.default_rng(11)
+    px, py = rng.uniform(0, 20_000, 3000), rng.uniform(0, 20_000, 3000)  # many points far from any stop
+    fx, fy = rng.uniform(0, 5000, 300), rng.uniform(0, 5000, 300)
+    res = nearest_facilities(px, py, fx, fy, radius=400, chunk=1000)
+    d = np.hypot(px[:, None] - fx[None, :], py[:, None] - fy[None, :])
+    assert (res.index == d.argmin(axis=1)).all() and np.allclose(res.distance, d.min(axis=1))
+    assert (res.within == (d <= 400).sum(axis=1)).all() and 0 < (res.within > 0).mean() < 0.2
