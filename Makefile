@@ -17,10 +17,10 @@ VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
 ZIP         := dist/civic311-$(VERSION).zip
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: help deps install test test-qgis340 demo bench lint package check-package clean docs i18n
+.PHONY: help deps install test test-qgis340 demo bench bench-qgis340 lint package check-package clean docs i18n
 
 help:
-	@echo "make deps | install | test | test-qgis340 | demo | bench | lint | package | docs | i18n | clean"
+	@echo "make deps | install | test | test-qgis340 | demo | bench | bench-qgis340 | lint | package | docs | i18n | clean"
 
 deps: $(VENV)/.stamp
 
@@ -53,6 +53,10 @@ demo: install
 bench: deps
 	@echo "synthetic cities are cached in tests/bench/cache (delete it to rebuild)"
 	$(VPY) -P tests/bench/run_bench.py
+
+# the same benchmarks on QGIS 3.40 in the CI chroot (BENCH_SCALES defaults to 1M there)
+bench-qgis340:
+	bash .ci/qgis340.sh --bench
 
 lint: deps
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite on QGIS 3.40 LTR inside a cached Debian 13 (trixie) chroot.
 # Usage: .ci/qgis340.sh [pytest args...]   (as root; the chroot is kept in $TRIXIE_ROOT between runs)
+#        .ci/qgis340.sh --bench              (`make bench` on QGIS 3.40; BENCH_SCALES and BENCH_TASKS pass through)
 set -euo pipefail
 ROOT="${TRIXIE_ROOT:-/opt/civic311-trixie}"
 CHECKOUT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -36,6 +37,12 @@ trap cleanup EXIT
 mount --bind "$CHECKOUT" "$ROOT/work/main"
 [ -d "$SHARED" ] && mount --bind "$SHARED" "$ROOT/work/shared"
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+if [ "${1:-}" = "--bench" ]; then
+    chroot "$ROOT" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
+        BENCH_SCALES="${BENCH_SCALES:-1M}" BENCH_TASKS="${BENCH_TASKS:-precincts,trends,field_ops,fetch_import}" \
+        bash -c "cd /work/main && /usr/bin/python3 tests/bench/run_bench.py"
+    exit
+fi
 chroot "$ROOT" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
     CIVIC311_PYTEST_CACHE=/tmp/civic311-pytest \
     bash -c "cd /work/main && /opt/venv/bin/python -P -m pytest -p no:cacheprovider tests $*"

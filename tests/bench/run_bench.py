@@ -2,8 +2,9 @@
 """`make bench`: civic311 algorithms against their closest QGIS-native equivalents, in the same run, as whole
 `qgis_process` invocations (wall time and peak RSS of the process). Prints a markdown table.
 
-Environment: BENCH_SCALES (default "10k,100k,1M"), ESDA_PYTHON (optional: a Python with esda installed, to add
-esda's G_Local as the reference for the Gi* row; esda is never a civic311 dependency).
+Environment: BENCH_SCALES (default "10k,100k,1M"), BENCH_TASKS (default all of "precincts,trends,field_ops,
+fetch_import"), ESDA_PYTHON (optional: a Python with esda installed, to add esda's G_Local as the reference for the
+Gi* row; esda is never a civic311 dependency). `make bench-qgis340` runs it on QGIS 3.40 in the CI chroot.
 """
 
 from __future__ import annotations
@@ -107,6 +108,28 @@ def field_ops(city, scale, work, env, row) -> None:
     spread = f"mean radius civic311 {mean_zone_radius(str(km), 'zone_id'):.0f} m vs native " \
              f"{mean_zone_radius(str(nkm), 'CLUSTER_ID'):.0f} m"
     row(f"canvasszones K-means 200 ({spread})", scale, ours, native, "native:kmeansclustering", ">= 20x at 1M")
+
+
+def precincts(city, scale, work, env, row) -> None:
+    req, prec = f"{city}|layername=requests", f"{city}|layername=precincts"
+    stats_out = work / f"stats_{scale}.gpkg"
+    ours = run_alg("civic311:precinctstats", {
+        "REQUESTS": req, "PRECINCTS": prec, "PRECINCT_ID_FIELD": "precinct_id",
+        "VOTERS_FIELD": "registered_voters", "BALLOTS_FIELD": "ballots_cast", "OUTPUT": stats_out}, env)
+    native = run_alg("native:countpointsinpolygon", {
+        "POLYGONS": prec, "POINTS": req, "FIELD": "n", "OUTPUT": work / f"native_{scale}.gpkg"}, env)
+    row("precinctstats", scale, ours, native, "native:countpointsinpolygon", ">= 10x at 1M, < 1.5 GB")
+    if scale in ("10k", "1M"):
+        gi = run_alg("civic311:hotspots", {"INPUT": stats_out, "FIELD": "rate_eb", "NEIGHBOURS": 0,
+                                           "PERMUTATIONS": 999, "OUTPUT": work / f"gi_{scale}.gpkg"}, env)
+        esda = None
+        if os.environ.get("ESDA_PYTHON"):
+            esda = measure_rss([os.environ["ESDA_PYTHON"], str(HERE / "esda_gi.py"), str(stats_out)], env)
+        row("hotspots (999 perms, 4,000 precincts)", scale, gi, esda, "esda G_Local (+ libpysal Queen)",
+            "no slower than esda")
+        lm = run_alg("civic311:localmoran", {"INPUT": stats_out, "FIELD": "rate_eb", "NEIGHBOURS": 0,
+                                             "PERMUTATIONS": 999, "OUTPUT": work / f"lm_{scale}.gpkg"}, env)
+        row("localmoran (999 perms)", scale, lm, None, "")
 
 
 def trends(city, scale, work, env, row) -> None:
@@ -220,32 +243,16 @@ def main() -> None:
               + (f"; {native_name} {native[0]:.2f} s / {native[1]:.0f} MB; ratio {ratio:.1f}x" if native else ""),
               flush=True)
 
+    tasks = set(os.environ.get("BENCH_TASKS", "precincts,trends,field_ops,fetch_import").split(","))
     for scale in scales:
         print(f"scale {scale}: building/using the synthetic city", flush=True)
         city = build(scale)
-        req, prec = f"{city}|layername=requests", f"{city}|layername=precincts"
-        stats_out = work / f"stats_{scale}.gpkg"
-        ours = run_alg("civic311:precinctstats", {
-            "REQUESTS": req, "PRECINCTS": prec, "PRECINCT_ID_FIELD": "precinct_id",
-            "VOTERS_FIELD": "registered_voters", "BALLOTS_FIELD": "ballots_cast", "OUTPUT": stats_out}, env)
-        native = run_alg("native:countpointsinpolygon", {
-            "POLYGONS": prec, "POINTS": req, "FIELD": "n", "OUTPUT": work / f"native_{scale}.gpkg"}, env)
-        row("precinctstats", scale, ours, native, "native:countpointsinpolygon", ">= 10x at 1M, < 1.5 GB")
-        if scale == scales[0] or scale == "1M":
-            gi = run_alg("civic311:hotspots", {"INPUT": stats_out, "FIELD": "rate_eb", "NEIGHBOURS": 0,
-                                               "PERMUTATIONS": 999, "OUTPUT": work / f"gi_{scale}.gpkg"}, env)
-            esda = None
-            if os.environ.get("ESDA_PYTHON"):
-                esda = measure_rss([os.environ["ESDA_PYTHON"], str(HERE / "esda_gi.py"), str(stats_out)], env)
-            row("hotspots (999 perms, 4,000 precincts)", scale, gi, esda, "esda G_Local (+ libpysal Queen)",
-                "no slower than esda")
-            lm = run_alg("civic311:localmoran", {"INPUT": stats_out, "FIELD": "rate_eb", "NEIGHBOURS": 0,
-                                                 "PERMUTATIONS": 999, "OUTPUT": work / f"lm_{scale}.gpkg"}, env)
-            row("localmoran (999 perms)", scale, lm, None, "")
+        if "precincts" in tasks:
+            precincts(city, scale, work, env, row)
         if scale == "1M" or os.environ.get("BENCH_ALL_ROWS"):
-            trends(city, scale, work, env, row)
-            field_ops(city, scale, work, env, row)
-            fetch_import(city, scale, work, env, row)
+            for name, task in (("trends", trends), ("field_ops", field_ops), ("fetch_import", fetch_import)):
+                if name in tasks:
+                    task(city, scale, work, env, row)
     print()
     print("| task | scale | civic311 s | civic311 peak MB | reference | reference s | reference peak MB | "
           "speed-up | target |")
