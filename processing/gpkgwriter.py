@@ -148,7 +148,7 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
     con = sqlite3.connect(path)
     try:
         con.execute("PRAGMA synchronous = OFF")
-        # a column holding one value (or none) goes into the statement as a literal: each bound value costs
+        # a column holding one value (or none) goes into the statement as a literal instead of a value per row
         literals, bound = {}, []
         for name, series in columns.items():
             first = series.iat[0] if len(series) else None
