@@ -32,7 +32,7 @@ from ..core.zones import (
     walking_route,
     zone_locations,
 )
-from ..layerio import METRIC, WGS84, read_points, transform_xy, write_copy_with_columns
+from ..layerio import ISOMETRY_TOLERANCE, METRIC, WGS84, read_points, transform_xy, write_copy_with_columns
 from .base import Civic311Algorithm
 
 METHODS = ("K-means", "DBSCAN", "Walkable")
@@ -137,6 +137,10 @@ class CanvassZones(Civic311Algorithm):
             labels = dbscan_zones(x, y, eps, self.parameterAsInt(parameters, "MIN_POINTS", context), weights)
         else:
             max_radius = self.parameterAsDouble(parameters, "MAX_RADIUS", context)
+            # the metric CRS measures ground distance to within ISOMETRY_TOLERANCE (the layer's own metre CRS) or
+            # far better (the equidistant projection): split a little early so that the radius holds on the
+            # ground too, not only in the projection
+            max_radius *= 1.0 - ISOMETRY_TOLERANCE
             max_points = self.parameterAsInt(parameters, "MAX_POINTS", context)
             labels = walkable_zones(x, y, max_radius, max_points, weights)
         summary = summarise_zones(x, y, labels, weights)
