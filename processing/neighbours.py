@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin
 NEIGHBOUR_HELP = (
     "Neighbours: Queen contiguity (polygons sharing a vertex), Rook contiguity (sharing an edge), K nearest "
     "neighbours (by centroid) or a fixed distance band in metres (DISTANCE = 0 picks the smallest band that "
-    "gives every feature a neighbour). Distances are measured in metres on an azimuthal equidistant projection "
-    "centred on the data, whatever the layer's CRS (geographic included)."
+    "gives every feature a neighbour). Distances are ground metres whatever the layer's CRS (geographic "
+    "included): the layer's own CRS when it is a metre CRS true to 0.1 % over the data, else an azimuthal "
+    "equidistant projection centred on the data."
 )
 
 
