@@ -212,9 +212,10 @@ class FetchRequests(Civic311Algorithm):
                                    retries=retries)
                 try:
                     try:
-                        body = json.loads(response.content.decode("utf-8-sig"))
+                        body = json.loads(response.content)  # bytes: the encoding is detected, no decoded copy
                         # plain UTF-8 JSON: the page cache can store it as received
-                        last_raw[0] = None if response.content[:3] == b"\xef\xbb\xbf" else response.content
+                        plain = json.detect_encoding(response.content) == "utf-8"
+                        last_raw[0] = response.content if plain else None
                     except UnicodeDecodeError:
                         body, last_raw[0] = response.json(), None
                     return body
