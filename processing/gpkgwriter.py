@@ -190,7 +190,10 @@ def _sql_values(series: pd.Series, kind: str) -> list:
     import pandas as pd
 
     if kind in ("datetime", "date"):
-        stamps = np.asarray(pd.to_datetime(series), dtype="datetime64[ns]").astype("datetime64[ms]")
+        stamps = series.to_numpy()
+        if stamps.dtype.kind != "M":  # already datetime64: pandas would box every value to check its cache
+            stamps = np.asarray(pd.to_datetime(series), dtype="datetime64[ns]")
+        stamps = stamps.astype("datetime64[ms]")
         text = np.datetime_as_string(stamps, unit="ms" if kind == "datetime" else "D").astype(object)
         text[np.isnat(stamps)] = None
         return text.tolist()

@@ -290,11 +290,13 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     has_xy = "x" in cols and "y" in cols and fmap.xy_crs
     if not has_latlon and not has_xy:
         raise ValueError("No coordinates found: give LAT_FIELD and LON_FIELD, or X_FIELD and Y_FIELD with XY_CRS.")
-    reason = pd.Series([None] * n, dtype=object)
+    reason = np.full(n, None, dtype=object)
+    usable = np.ones(n, dtype=bool)  # rows without a reject reason yet: the first reason found is kept
 
     def reject(mask, why):
-        mask = np.asarray(mask, dtype=bool) & reason.isna().to_numpy()
+        mask = np.asarray(mask, dtype=bool) & usable
         reason[mask] = why
+        usable[mask] = False
 
     rid = _text(col("request_id"), n)
     reject(rid.isna(), "missing request id")
@@ -353,13 +355,13 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     reject(missing_geo & (zero_ll | ((x == 0) | (y == 0))), "zero coordinates")
     reject(missing_geo, "missing coordinates")
 
-    ok = reason.isna().to_numpy()
+    ok = usable
     # a duplicate is a usable row whose request id an earlier usable row already has
     dup = np.zeros(n, dtype=bool)
     dup[np.flatnonzero(ok)] = rid[ok].duplicated(keep="first").to_numpy()
     bad = np.flatnonzero(~ok | dup)
     rejected = pd.DataFrame({"raw_id": rid.to_numpy()[bad], "row": bad + 1,
-                             "reject_reason": np.where(dup, "duplicate request id", reason.to_numpy())[bad]},
+                             "reject_reason": np.where(dup, "duplicate request id", reason)[bad]},
                             columns=["raw_id", "reject_reason", "row"])
     warnings = []
     if swapped:
