@@ -154,7 +154,8 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
             first = series.iat[0] if len(series) else None
             if pd.isna(first) and series.isna().all():
                 continue  # NULL throughout: the column's default
-            if isinstance(first, str) and "\x00" not in first and (series == first).all():
+            if isinstance(first, str) and "\x00" not in first and (series.iloc[:1000] == first).all() \
+                    and (series == first).all():  # the head settles most columns without a full comparison
                 literals[name] = first
             else:
                 bound.append(name)

@@ -24,6 +24,17 @@ MAP_KEYS = ("request_id", "created_at", "closed_at", "status", "category", "desc
 COORDINATE_KEYS = ("latitude", "longitude", "x", "y")
 PLACEHOLDERS = {"", "n/a", "na", "null", "none", "unspecified", "nan"}
 
+
+def _case_variants(word: str) -> set[str]:
+    out = {""}
+    for ch in word:
+        out = {prefix + c for prefix in out for c in {ch.lower(), ch.upper()}}
+    return out
+
+
+# every spelling of every placeholder ("N/A", "Null", "NONE", …): a column is checked with one set lookup per value
+PLACEHOLDER_SPELLINGS = frozenset().union(*(_case_variants(p) for p in PLACEHOLDERS))
+
 # Known export schemas: normalised key -> candidate source columns (compared after canonical()).
 SCHEMAS: dict[str, dict] = {
     "nyc": {"request_id": ["unique_key"], "created_at": ["created_date"], "closed_at": ["closed_date"],
@@ -148,7 +159,7 @@ def _text(series: pd.Series | None, n: int) -> pd.Series:
             # all text: strip and look for placeholders with C-level loops; per-row Python only if one is there
             stripped = np.empty(len(present), dtype=object)
             stripped[:] = list(map(str.strip, values[present]))
-            if not PLACEHOLDERS.isdisjoint(map(str.lower, stripped)):
+            if not PLACEHOLDER_SPELLINGS.isdisjoint(stripped):
                 stripped[[t.lower() in PLACEHOLDERS for t in stripped]] = None
             out[present] = stripped
         else:
