@@ -9,12 +9,8 @@ import sqlite3
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
-    import pandas as pd
 
 SPATIAL_INDEX_LIMIT = 200_000  # above this the R-tree (row-by-row in SQLite) would cost more than the write
 
@@ -102,11 +98,11 @@ def point_blobs(x: np.ndarray, y: np.ndarray, srs_id: int) -> list[bytes]:
     return [raw[i * size:(i + 1) * size] for i in range(n)]
 
 
-def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, columns: dict[str, pd.Series],
+def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, columns: dict,
                  types: dict[str, str], epsg: int = 4326, chunk: int = 100_000) -> int:
     """Create (or replace) ``layer_name`` in the GeoPackage ``path`` with the given points and columns.
 
-    ``types`` maps column -> 'string' | 'datetime' | 'date' | 'integer' | 'real'. Returns the rows written."""
+    ``types`` maps column -> 'string' | 'int' | 'double' | 'datetime' | 'date'. Returns the rows written."""
     count = _write_layer(path, layer_name, columns, types, (np.asarray(x, dtype=float), np.asarray(y, dtype=float)),
                          epsg, chunk)
     if 0 < count <= SPATIAL_INDEX_LIMIT:
@@ -114,18 +110,18 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
     return count
 
 
-def write_table(path: str, layer_name: str, columns: dict[str, pd.Series], types: dict[str, str],
+def write_table(path: str, layer_name: str, columns: dict, types: dict[str, str],
                 chunk: int = 100_000) -> int:
     """Create (or replace) the attribute table ``layer_name`` (no geometry) in the GeoPackage ``path``."""
     return _write_layer(path, layer_name, columns, types, None, 0, chunk)
 
 
 def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
-    import pandas as pd
     from osgeo import ogr, osr
 
     ogr_types = {"string": ogr.OFTString, "datetime": ogr.OFTDateTime, "date": ogr.OFTDate,
-                 "integer": ogr.OFTInteger64, "real": ogr.OFTReal}
+                 "int": ogr.OFTInteger64, "double": ogr.OFTReal}
+    columns = {name: np.asarray(col) for name, col in columns.items()}
     driver = ogr.GetDriverByName("GPKG")
     ds = driver.Open(path, 1) if Path(path).exists() else driver.CreateDataSource(path)
     if ds is None:
@@ -150,12 +146,12 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
         con.execute("PRAGMA synchronous = OFF")
         # a column holding one value (or none) goes into the statement as a literal instead of a value per row
         literals, bound = {}, []
-        for name, series in columns.items():
-            first = series.iat[0] if len(series) else None
-            if pd.isna(first) and series.isna().all():
+        for name, col in columns.items():
+            if _nulls(col).all():
                 continue  # NULL throughout: the column's default
-            if isinstance(first, str) and "\x00" not in first and (series.iloc[:1000] == first).all() \
-                    and (series == first).all():  # the head settles most columns without a full comparison
+            first = col[0]
+            if isinstance(first, str) and "\x00" not in first and (col[:1000] == first).all() \
+                    and (col == first).all():  # the head settles most columns without a full comparison
                 literals[name] = first
             else:
                 bound.append(name)
@@ -166,7 +162,7 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
         with bulk_insert(con, layer_name):
             for start in range(0, n, chunk):  # values are built a chunk at a time: bounded memory
                 part = slice(start, start + chunk)
-                values = [_sql_values(columns[name].iloc[part], types[name]) for name in bound]
+                values = [_sql_values(columns[name][part], types[name]) for name in bound]
                 if xy is None:
                     insert_rows(con, f'"{layer_name}"', bound, values, literals)
                 else:
@@ -186,52 +182,41 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _sql_values(series: pd.Series, kind: str) -> list:
-    """A column as plain Python values for SQLite (None for missing; datetimes as GeoPackage text)."""
-    import pandas as pd
+def _nulls(col: np.ndarray) -> np.ndarray:
+    """NULL mask of a column: None, NaN or NaT."""
+    if col.dtype == object:
+        return np.asarray(col == None) | np.asarray(col != col)  # noqa: E711 - elementwise None test; NaN
+    if col.dtype.kind in "fM":
+        return np.isnan(col) if col.dtype.kind == "f" else np.isnat(col)
+    return np.zeros(len(col), dtype=bool)
 
+
+def _sql_values(col, kind: str) -> list:
+    """A column (numpy array or pandas Series) as plain Python values of its kind for SQLite: 'string', 'int',
+    'double', or 'datetime' / 'date' as GeoPackage text; None for NULL. Vectorised: only NULL cells are touched
+    one by one."""
+    col = np.asarray(col)
     if kind in ("datetime", "date"):
-        stamps = series.to_numpy()
-        if stamps.dtype.kind != "M":  # already datetime64: pandas would box every value to check its cache
-            stamps = np.asarray(pd.to_datetime(series), dtype="datetime64[ns]")
-        stamps = stamps.astype("datetime64[ms]")
+        if col.dtype.kind != "M":  # text or objects: pandas parses them (datetime64 needs no round trip)
+            import pandas as pd
+
+            col = np.asarray(pd.to_datetime(pd.Series(col)), dtype="datetime64[ns]")
+        stamps = col.astype("datetime64[ms]")
         text = np.datetime_as_string(stamps, unit="ms" if kind == "datetime" else "D").astype(object)
         text[np.isnat(stamps)] = None
         return text.tolist()
-    values = series.to_numpy(dtype=object)
-    missing = pd.isna(values)
-    if missing.any():
-        values = values.copy()
-        values[missing] = None
-    return values.tolist()
-
-
-SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
-
-
-def _typed_values(col: np.ndarray, kind: str) -> list | None:
-    """A computed column as plain Python values of its declared kind ('string', 'int', 'double'), None for
-    NULL (None or NaN); None instead of a list when every value is NULL. Vectorised with numpy alone: only NULL
-    cells are touched one by one."""
-    col = np.asarray(col)
-    if col.dtype == object:
-        missing = np.asarray(col == None) | np.asarray(col != col)  # noqa: E711 - elementwise None test; NaN
-        if kind != "string":
-            col = np.where(missing, np.nan, col).astype(float)
-    elif col.dtype.kind == "f":
-        missing = np.isnan(col)
-    else:
-        missing = np.zeros(len(col), dtype=bool)
+    missing = _nulls(col)
     if kind == "string":
         values = col.astype(object).tolist()
     else:
-        numbers = col.astype(float)
+        numbers = np.where(missing, np.nan, col).astype(float) if col.dtype == object else col.astype(float)
         values = (np.where(missing, 0, numbers).astype(np.int64) if kind == "int" else numbers).tolist()
-    if missing.all():
-        return None
     for i in np.flatnonzero(missing).tolist():
         values[i] = None
     return values
+
+
+SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
 
 
 def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndarray,
@@ -278,8 +263,9 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
         if not same_file:
             con.execute("ATTACH DATABASE ? AS src", (src[0],))
             schema = "src"
-        lists = {name: _typed_values(col, kind) for (name, kind), col in zip(new_fields, columns)}
-        filled = [(n, k) for n, k in new_fields if lists[n] is not None]  # all-NULL columns are not carried
+        arrays = {name: np.asarray(col) for (name, _), col in zip(new_fields, columns)}
+        filled = [(n, k) for n, k in new_fields if not _nulls(arrays[n]).all()]  # all-NULL columns are not carried
+        lists = {n: _sql_values(arrays[n], k) for n, k in filled}
         cols = "".join(f', "{n}" {SQL_TYPES[k]}' for n, k in filled)
         con.execute(f"CREATE TEMP TABLE civic311_values (fid INTEGER PRIMARY KEY{cols})")
         insert_rows(con, "temp.civic311_values", ["fid", *(n for n, _ in filled)],

@@ -125,22 +125,23 @@ def csv_columns(path: str) -> list[str] | None:
     return [str(c) for c in _read_csv(p, dtype=str, nrows=0).columns] if _is_csv(p) else None
 
 
-def read_file(path: str, usecols: list[str] | None = None, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
-    """CSV, GeoJSON, Socrata JSON, Open311 JSON, SeeClickFix, CKAN or Esri JSON -> frame of raw values.
-    GeoJSON and Esri point geometries become the columns _geom_lon and _geom_lat.
+def read_csv_columns(path: str, header: list[str], usecols: list[str], numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The ``usecols`` of a CSV whose ``header`` (from csv_columns) is known: exports have dozens of columns and a
+    field map uses a few. The ``numeric`` ones (coordinates) are parsed as numbers where they can be; everything
+    else stays raw text."""
+    wanted = [i for i, c in enumerate(header) if c in set(usecols)]
+    text = {i: str for i in wanted if header[i] not in numeric}
+    frame = _read_csv(Path(path), usecols=wanted, dtype=text, na_values={i: [""] for i in wanted if i not in text})
+    frame.columns = [header[i] for i in wanted]
+    return frame
 
-    For CSV, ``usecols`` limits the read to the columns a field map uses (exports have dozens) and the ``numeric``
-    ones (coordinates) are parsed as numbers where they can be; everything else stays raw text."""
+
+def read_file(path: str) -> pd.DataFrame:
+    """CSV, GeoJSON, Socrata JSON, Open311 JSON, SeeClickFix, CKAN or Esri JSON -> frame of raw values.
+    GeoJSON and Esri point geometries become the columns _geom_lon and _geom_lat."""
     p = Path(path)
     if _is_csv(p):
-        if usecols is None:
-            return _read_csv(p, dtype=str)
-        header = csv_columns(path)
-        wanted = [i for i, c in enumerate(header) if c in set(usecols)]
-        text = {i: str for i in wanted if header[i] not in numeric}
-        frame = _read_csv(p, usecols=wanted, dtype=text, na_values={i: [""] for i in wanted if i not in text})
-        frame.columns = [header[i] for i in wanted]
-        return frame
+        return _read_csv(p, dtype=str)
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as err:

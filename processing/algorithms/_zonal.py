@@ -69,15 +69,11 @@ def write_zone_layer(alg, parameters, context, zoned, new_fields, columns, feedb
     return dest_id
 
 
-BULK_KINDS = {"string": "string", "date": "date", "int": "integer", "double": "real"}
-
-
 def write_table(alg, parameters, context, spec: list[tuple[str, str]], columns: list) -> str | None:
     """TABLE (no geometry) from whole columns (numpy arrays; NaN or None = NULL; dates as datetime64). A new
     GeoPackage is written in bulk inside SQLite; any other destination through a QGIS sink. Returns the
     destination id, or None when TABLE is not wanted."""
     import numpy as np
-    import pandas as pd
     from qgis.core import QgsProcessingContext
 
     from ..gpkgwriter import gpkg_destination
@@ -85,8 +81,8 @@ def write_table(alg, parameters, context, spec: list[tuple[str, str]], columns: 
 
     target = gpkg_destination(alg.parameterAsOutputLayer(parameters, "TABLE", context))
     if target is not None:
-        bulk_table(target[0], target[1], {name: pd.Series(col) for (name, _), col in zip(spec, columns)},
-                   {name: BULK_KINDS[kind] for name, kind in spec})
+        bulk_table(target[0], target[1], {name: col for (name, _), col in zip(spec, columns)},
+                   dict(spec))
         dest_id = f"{target[0]}|layername={target[1]}"
         if context.project() is not None:
             context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(

@@ -17,7 +17,7 @@ from qgis.core import (
 )
 
 from ..core.normalise import COORDINATE_KEYS, detect_schema, normalise
-from ..requestio import csv_columns, locate_xy, read_file, write_outputs
+from ..requestio import csv_columns, locate_xy, read_csv_columns, read_file, write_outputs
 from .base import Civic311Algorithm
 
 OVERRIDES = (("ID_FIELD", "request_id", "Request id column"), ("DATE_FIELD", "created_at", "Creation date column"),
@@ -105,8 +105,9 @@ class ImportRequests(Civic311Algorithm):
             feedback.pushInfo(f"Detected schema: {fmap.schema}; columns used: "
                               + ", ".join(f"{k}={v}" for k, v in fmap.columns.items()))
             if frame is None:
-                frame = read_file(path, usecols=[*fmap.columns.values(), *filter(None, [fmap.closed_from])],
-                                  numeric=tuple(fmap.columns[k] for k in COORDINATE_KEYS if k in fmap.columns))
+                used = [*fmap.columns.values(), *filter(None, [fmap.closed_from])]
+                frame = read_csv_columns(path, columns, used,
+                                         tuple(fmap.columns[k] for k in COORDINATE_KEYS if k in fmap.columns))
             result = normalise(frame, fmap, f"import:{Path(path).name}")
         except ValueError as err:
             raise QgsProcessingException(f"{err} Columns found: {', '.join(map(str, columns[:40]))}") from err

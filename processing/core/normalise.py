@@ -144,30 +144,37 @@ def detect_schema(columns: list[str], overrides: dict[str, str] | None = None, x
                     schema.get("closed_when_status"), closed_from)
 
 
+def _clean(values: np.ndarray) -> np.ndarray:
+    """Non-missing raw values -> stripped text, placeholders as None. All-text input goes through C-level loops
+    (strip, and one set lookup per value against every placeholder spelling); Python per row only for the rest."""
+    import pandas as pd
+
+    out = np.empty(len(values), dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        out[:] = list(map(str.strip, values))
+        if not PLACEHOLDER_SPELLINGS.isdisjoint(out):
+            out[[t.lower() in PLACEHOLDERS for t in out]] = None
+    else:
+        out[:] = [None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in values]
+    return out
+
+
 def _text(series: pd.Series | None, n: int) -> pd.Series:
     """Stripped text with placeholders ('', 'N/A', 'null', …) as None. Each distinct value is cleaned once:
-    categories, statuses and agencies repeat a handful of values over millions of rows."""
+    categories, statuses and agencies repeat a handful of values over millions of rows; mostly distinct columns
+    (ids, timestamps) are cleaned row by row instead of hashed first."""
     import pandas as pd
 
     if series is None:
         return pd.Series([None] * n, dtype=object)
     values = series.to_numpy(dtype=object)
-    if len(values) > 20_000 and len(set(values[:2000].tolist())) > 1000:  # ids, timestamps: mostly distinct
+    if len(values) > 20_000 and len(set(values[:2000].tolist())) > 1000:
         out = np.full(len(values), None, dtype=object)
         present = np.flatnonzero(~pd.isna(values))
-        if pd.api.types.infer_dtype(values[present], skipna=False) == "string":
-            # all text: strip and look for placeholders with C-level loops; per-row Python only if one is there
-            stripped = np.empty(len(present), dtype=object)
-            stripped[:] = list(map(str.strip, values[present]))
-            if not PLACEHOLDER_SPELLINGS.isdisjoint(stripped):
-                stripped[[t.lower() in PLACEHOLDERS for t in stripped]] = None
-            out[present] = stripped
-        else:
-            out[present] = [None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in values[present]]
+        out[present] = _clean(values[present])
         return pd.Series(out, index=series.index)
     codes, uniques = pd.factorize(values)
-    table = np.array([None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in uniques] + [None],
-                     dtype=object)
+    table = _clean(np.append(np.asarray(uniques, dtype=object), ""))  # the trailing '' cleans to None
     return pd.Series(table[codes], index=series.index)  # code -1 (missing) picks the trailing None
 
 
