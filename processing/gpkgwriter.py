@@ -4,8 +4,11 @@ instead of one QgsFeature per row, which is what makes million-row fetches and i
 
 from __future__ import annotations
 
+import queue
 import re
 import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -13,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 SPATIAL_INDEX_LIMIT = 200_000  # above this the R-tree (row-by-row in SQLite) would cost more than the write
+BULK_PAGE_SIZE = 65_536  # SQLite's largest page
 
 
 def create_spatial_index(path: str, layer: str) -> None:
@@ -45,6 +49,18 @@ def _gpkg_target(value) -> tuple[str, str] | None:
     if value.lower().endswith(".gpkg") and "|" not in value:
         return value, Path(value).stem
     return None
+
+
+def connect(path: str, created: bool) -> sqlite3.Connection:
+    """A connection for bulk writing. A GeoPackage just ``created`` (by GDAL, still without rows) gets 64 KiB pages
+    first: appending a million rows then touches a sixteenth of the pages it would with SQLite's default 4 KiB."""
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA synchronous = OFF")
+    con.execute("PRAGMA temp_store = MEMORY")
+    if created:
+        con.execute(f"PRAGMA page_size = {BULK_PAGE_SIZE}")
+        con.execute("VACUUM")  # an empty file: this only rewrites its few pages at the new size
+    return con
 
 
 @contextmanager
@@ -123,7 +139,8 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
                  "int": ogr.OFTInteger64, "double": ogr.OFTReal}
     columns = {name: np.asarray(col) for name, col in columns.items()}
     driver = ogr.GetDriverByName("GPKG")
-    ds = driver.Open(path, 1) if Path(path).exists() else driver.CreateDataSource(path)
+    created = not Path(path).exists()
+    ds = driver.CreateDataSource(path) if created else driver.Open(path, 1)
     if ds is None:
         raise OSError(f"Cannot write the GeoPackage {path}")
     for i in range(ds.GetLayerCount()):
@@ -141,9 +158,8 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
         lyr.CreateField(ogr.FieldDefn(name, ogr_types[types[name]]))
     ds = None
     n = len(next(iter(columns.values()))) if columns else (len(xy[0]) if xy is not None else 0)
-    con = sqlite3.connect(path)
+    con = connect(path, created)
     try:
-        con.execute("PRAGMA synchronous = OFF")
         # a column holding one value (or none) goes into the statement as a literal instead of a value per row
         literals, bound = {}, []
         for name, col in columns.items():
@@ -219,10 +235,55 @@ def _sql_values(col, kind: str) -> list:
 SQL_TYPES = {"string": "TEXT", "int": "INTEGER", "double": "REAL"}
 
 
+def computed_ahead(items: Iterable, convert: Callable) -> Iterator:
+    """``convert(item)`` for each of ``items``, computed in a worker thread one item ahead of the consumer, so
+    numpy or KD-tree work on the next piece overlaps SQLite work on this one (both release the GIL). An error in
+    the worker is raised in the consumer; a consumer that stops early stops the worker."""
+    pending: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def hand_over(value) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not hand_over((convert(item), None)):
+                    return
+            hand_over((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            hand_over((None, exc))
+
+    worker = threading.Thread(target=work, name="civic311-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            value, error = pending.get()
+            if error is not None:
+                raise error
+            if value is done:
+                return
+            yield value
+    finally:
+        stop.set()
+        worker.join()
+
+
 def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndarray,
-                      new_fields: list[tuple[str, str]], columns: list[np.ndarray]) -> int:
+                      new_fields: list[tuple[str, str]], pieces: Iterable[list[np.ndarray]]) -> int:
     """Copy the GeoPackage layer ``src`` (path, layer) into ``dest`` (path, layer) with computed columns joined by
-    feature id, entirely inside SQLite. Input fields named like a new field are replaced."""
+    feature id, entirely inside SQLite. Input fields named like a new field are replaced.
+
+    ``pieces`` yields the computed columns (one array per new field) for consecutive slices of ``fids``; a single
+    piece may hold them all. When ``fids`` ascend, each piece is copied as soon as it is ready while the next one
+    is computed (see ``computed_ahead``), so a lazy iterator of pieces overlaps the analysis with the writing."""
     from osgeo import ogr
 
     sds = ogr.Open(src[0])
@@ -244,7 +305,8 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
     srs, gtype = slyr.GetSpatialRef(), slyr.GetGeomType()
     driver = ogr.GetDriverByName("GPKG")
     same_file = Path(src[0]).resolve() == Path(dest[0]).resolve()
-    ds = driver.Open(dest[0], 1) if Path(dest[0]).exists() else driver.CreateDataSource(dest[0])
+    created = not Path(dest[0]).exists()
+    ds = driver.CreateDataSource(dest[0]) if created else driver.Open(dest[0], 1)
     for i in range(ds.GetLayerCount()):
         if ds.GetLayer(i).GetName() == dest[1]:
             ds.DeleteLayer(i)
@@ -256,27 +318,50 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
     for name, kind in new_fields:
         dlyr.CreateField(ogr.FieldDefn(name, ogr_types[kind]))
     ds = sds = None
-    con = sqlite3.connect(dest[0])
+    fids = np.asarray(fids, dtype=np.int64)
+    ascending = bool(np.all(fids[1:] > fids[:-1]))
+
+    def rows(piece: tuple[slice, list[np.ndarray]]) -> tuple[slice, list[str], list[list]]:
+        part, columns = piece
+        arrays = {name: np.asarray(col) for (name, _), col in zip(new_fields, columns)}
+        filled = [(n, k) for n, k in new_fields if not _nulls(arrays[n]).all()]  # all-NULL columns stay NULL
+        return part, [n for n, _ in filled], [fids[part].tolist(), *(_sql_values(arrays[n], k) for n, k in filled)]
+
+    def sliced():
+        start = 0
+        for columns in pieces:
+            size = len(columns[0]) if columns else len(fids)
+            yield slice(start, start + size), columns
+            start += size
+        if start != len(fids):
+            raise ValueError(f"computed columns cover {start} of {len(fids)} features")
+
+    con = connect(dest[0], created)
     try:
-        con.execute("PRAGMA synchronous = OFF")
         schema = "main"
         if not same_file:
             con.execute("ATTACH DATABASE ? AS src", (src[0],))
             schema = "src"
-        arrays = {name: np.asarray(col) for (name, _), col in zip(new_fields, columns)}
-        filled = [(n, k) for n, k in new_fields if not _nulls(arrays[n]).all()]  # all-NULL columns are not carried
-        lists = {n: _sql_values(arrays[n], k) for n, k in filled}
-        cols = "".join(f', "{n}" {SQL_TYPES[k]}' for n, k in filled)
+        cols = "".join(f', "{n}" {SQL_TYPES[k]}' for n, k in new_fields)
         con.execute(f"CREATE TEMP TABLE civic311_values (fid INTEGER PRIMARY KEY{cols})")
-        insert_rows(con, "temp.civic311_values", ["fid", *(n for n, _ in filled)],
-                    [fids.tolist(), *(lists[n] for n, _ in filled)])
         names = [fd.GetName() for fd in kept]
-        target = ", ".join(f'"{c}"' for c in ["fid", "geom", *names, *(n for n, _ in filled)])
+        target = ", ".join(f'"{c}"' for c in ["fid", "geom", *names, *(n for n, _ in new_fields)])
         select = ", ".join([f's."{fid_col}"', f's."{geom_col}"', *(f's."{c}"' for c in names),
-                            *(f'v."{n}"' for n, _ in filled)])
+                            *(f'v."{n}"' for n, _ in new_fields)])
+        copy = (f'INSERT INTO main."{dest[1]}" ({target}) SELECT {select} FROM {schema}."{src_layer}" s '
+                f'LEFT JOIN temp.civic311_values v ON v.fid = s."{fid_col}"')
         with bulk_insert(con, dest[1]):
-            con.execute(f'INSERT INTO main."{dest[1]}" ({target}) SELECT {select} FROM {schema}."{src_layer}" s '
-                        f'LEFT JOIN temp.civic311_values v ON v.fid = s."{fid_col}" ORDER BY s."{fid_col}"')
+            below = None  # the source rows up to this fid are copied
+            for part, filled, values in computed_ahead(sliced(), rows):
+                insert_rows(con, "temp.civic311_values", ["fid", *filled], values)
+                if ascending and part.start < part.stop < len(fids):  # copy this piece now (the last copies the rest)
+                    top = int(fids[part.stop - 1])
+                    where = f's."{fid_col}" <= {top}' + ("" if below is None else f' AND s."{fid_col}" > {below}')
+                    con.execute(f'{copy} WHERE {where} ORDER BY s."{fid_col}"')
+                    con.execute("DELETE FROM temp.civic311_values")
+                    below = top
+            where = "" if below is None else f' WHERE s."{fid_col}" > {below}'
+            con.execute(f'{copy}{where} ORDER BY s."{fid_col}"')
         extent = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
                              (src_layer,)).fetchone()
         if extent:

@@ -423,9 +423,11 @@ def write_by_fid(sink, source, fids: np.ndarray, columns: list[np.ndarray], feed
 
 
 def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, context, feedback, source,
-                            fids: np.ndarray, new_fields: list[tuple[str, str]], columns: list[np.ndarray]):
-    """OUTPUT = the input features plus computed columns. GeoPackage to GeoPackage runs inside SQLite (a copy and a
-    join); any other combination goes through a QGIS sink, feature by feature. Returns the destination id."""
+                            fids: np.ndarray, new_fields: list[tuple[str, str]], pieces: Iterable[list[np.ndarray]]):
+    """OUTPUT = the input features plus computed columns. ``pieces`` yields the columns (one array per new field)
+    for consecutive slices of ``fids``: a list with one piece, or a lazy iterator whose pieces are computed while the
+    previous ones are written. GeoPackage to GeoPackage runs inside SQLite (a copy and a join); any other
+    combination goes through a QGIS sink, feature by feature. Returns the destination id."""
     from qgis.core import QgsProcessingContext
 
     from .gpkgwriter import SPATIAL_INDEX_LIMIT, copy_with_columns, gpkg_destination
@@ -435,7 +437,7 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
     plain = _plain_source_path(parameters, input_key, alg.parameterAsVectorLayer(parameters, input_key, context))
     if target is not None and plain is not None and plain[0].lower().endswith(".gpkg") and \
             not (plain[0] == target[0] and (plain[1] or "") == target[1]):
-        count = copy_with_columns(plain, target, fids, new_fields, columns)
+        count = copy_with_columns(plain, target, fids, new_fields, pieces)
         if count > SPATIAL_INDEX_LIMIT:
             feedback.pushInfo(f"{count} features written without a spatial index (building one would take longer "
                               "than the analysis): run 'Create spatial index' if you need one.")
@@ -448,5 +450,6 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
     sink, dest_id = alg.parameterAsSink(parameters, output_key, context, fields, source.wkbType(), source.sourceCrs())
     if sink is None:
         raise QgsProcessingException(alg.invalidSinkError(parameters, output_key))
+    columns = [np.concatenate(parts) for parts in zip(*pieces)] if new_fields else []
     write_by_fid(sink, source, fids, columns, feedback, keep)
     return dest_id

@@ -156,7 +156,7 @@ class CanvassZones(Civic311Algorithm):
         all_labels = np.full(len(pts.x), np.nan)
         all_labels[ok] = labels
         dest_id = write_copy_with_columns(self, parameters, "INPUT", "OUTPUT", context, feedback, source, pts.fids,
-                                          [("zone_id", "int")], [all_labels])
+                                          [("zone_id", "int")], [[all_labels]])
         results = {"OUTPUT": dest_id}
         back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
         lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)

@@ -14,10 +14,11 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core.proximity import nearest_facilities
+from ..core.proximity import Facilities
 from ..layerio import METRIC, metric_crs_for, read_points, transform_xy, write_copy_with_columns
 from .base import Civic311Algorithm
 
+PIECE = 125_000  # places computed per piece; the next piece is computed while this one is written
 NEW_FIELDS = [("stop_id", "string"), ("stop_m", "double"), ("stops_walk", "int"), ("poll_id", "string"),
               ("poll_m", "double"), ("access_gap", "int")]
 
@@ -105,24 +106,38 @@ class TransitAccess(Civic311Algorithm):
         if len(stops.x) == 0:
             raise QgsProcessingException("STOPS has no located features: choose a layer of transit stops.")
         stop_ids = id_values(self, parameters, "STOPS", "STOP_ID_FIELD", context, stops.fids)
-        near_stop = nearest_facilities(x[ok], y[ok], stops.x, stops.y, radius=walk)
-        n = len(x)
-        # text columns hold None, numeric ones NaN where there is no value (NULL in the output)
-        columns = {name: np.full(n, None, dtype=object) if kind == "string" else np.full(n, np.nan)
-                   for name, kind in NEW_FIELDS}
-        columns["stop_id"][ok] = stop_ids[near_stop.index]
-        columns["stop_m"][ok] = near_stop.distance
-        columns["stops_walk"][ok] = near_stop.within
+        polls, poll_ids = None, None
         if parameters.get("POLLING_PLACES"):
             polls = read_points(self, parameters, "POLLING_PLACES", context, feedback, (), dest_crs=metric)
             if len(polls.x) == 0:
                 raise QgsProcessingException("POLLING_PLACES has no located features.")
             poll_ids = id_values(self, parameters, "POLLING_PLACES", "POLLING_ID_FIELD", context, polls.fids)
-            near_poll = nearest_facilities(x[ok], y[ok], polls.x, polls.y)
-            columns["poll_id"][ok] = poll_ids[near_poll.index]
-            columns["poll_m"][ok] = near_poll.distance
-            columns["access_gap"][ok] = ((near_stop.distance <= walk) & (near_poll.distance > poll_far)).astype(int)
-            feedback.pushInfo(f"{int(np.sum(columns['access_gap'][ok]))} feature(s) have an access gap.")
+        stop_index = Facilities(stops.x, stops.y)
+        poll_index = Facilities(polls.x, polls.y) if polls is not None else None
+        gaps = [0]
+
+        def pieces():  # computed a piece at a time, each while the previous one is being written
+            for start in range(0, len(x), PIECE):
+                part = slice(start, start + PIECE)
+                px, py, has = x[part], y[part], ok[part]
+                # text columns hold None, numeric ones NaN where there is no value (NULL in the output)
+                columns = {name: np.full(len(px), None, dtype=object) if kind == "string" else np.full(len(px), np.nan)
+                           for name, kind in NEW_FIELDS}
+                near_stop = stop_index.nearest(px[has], py[has], radius=walk)
+                columns["stop_id"][has] = stop_ids[near_stop.index]
+                columns["stop_m"][has] = near_stop.distance
+                columns["stops_walk"][has] = near_stop.within
+                if poll_index is not None:
+                    near_poll = poll_index.nearest(px[has], py[has])
+                    gap = (near_stop.distance <= walk) & (near_poll.distance > poll_far)
+                    columns["poll_id"][has] = poll_ids[near_poll.index]
+                    columns["poll_m"][has] = near_poll.distance
+                    columns["access_gap"][has] = gap
+                    gaps[0] += int(gap.sum())
+                yield [columns[name] for name, _ in NEW_FIELDS]
+
         dest_id = write_copy_with_columns(self, parameters, "INPUT", "OUTPUT", context, feedback, source, fids,
-                                          NEW_FIELDS, [columns[name] for name, _ in NEW_FIELDS])
+                                          NEW_FIELDS, pieces())
+        if poll_index is not None:
+            feedback.pushInfo(f"{gaps[0]} feature(s) have an access gap.")
         return {"OUTPUT": dest_id}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from civic311.processing.core.gtfs import GtfsError, read_stops
-from civic311.processing.core.proximity import nearest_facilities
+from civic311.processing.core.proximity import NEIGHBOURS, nearest_facilities
 from civic311.processing.core.zones import (
     kmeans_zones,
     nearest_neighbour_path,
@@ -189,3 +189,20 @@ def test_nearest_facilities_counts_match_brute_force():
     d = np.hypot(px[:, None] - fx[None, :], py[:, None] - fy[None, :])
     assert (res.index == d.argmin(axis=1)).all() and np.allclose(res.distance, d.min(axis=1))
     assert (res.within == (d <= 400).sum(axis=1)).all() and 0 < (res.within > 0).mean() < 0.2
+    plain = nearest_facilities(px, py, fx, fy, chunk=1000)  # no radius: the nearest only
+    assert (plain.index == res.index).all() and (plain.distance == res.distance).all() and not plain.within.any()
+
+
+def test_nearest_facilities_counts_beyond_the_neighbours_asked_for():
+    # a dense downtown: points with far more stops in reach than one query asks for, points with exactly that
+    # many, points with none in reach, and a stop exactly at the walking distance (the radius is inclusive)
+    rng = np.random.default_rng(5)
+    fx = np.concatenate([rng.uniform(0, 300, 60), np.arange(NEIGHBOURS) * 10.0 + 5000, [400.0 + 9000]])
+    fy = np.concatenate([rng.uniform(0, 300, 60), np.zeros(NEIGHBOURS), [0.0]])
+    px = np.concatenate([rng.uniform(0, 300, 200), [5000.0, 9000.0, 20_000.0]])
+    py = np.concatenate([rng.uniform(0, 300, 200), [0.0, 0.0, 20_000.0]])
+    res = nearest_facilities(px, py, fx, fy, radius=400, chunk=64)
+    d = np.hypot(px[:, None] - fx[None, :], py[:, None] - fy[None, :])
+    assert (res.index == d.argmin(axis=1)).all() and np.allclose(res.distance, d.min(axis=1))
+    assert (res.within == (d <= 400).sum(axis=1)).all()
+    assert res.within[:200].min() > NEIGHBOURS and res.within[-3:].tolist() == [NEIGHBOURS, 1, 0]

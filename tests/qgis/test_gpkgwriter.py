@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The GeoPackage copy-and-join writer: computed columns delivered in pieces, in or out of feature-id order."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+from osgeo import ogr, osr
+
+from civic311.processing.gpkgwriter import BULK_PAGE_SIZE, computed_ahead, copy_with_columns
+
+NEW = [("label", "string"), ("metres", "double"), ("count", "int")]
+
+
+@pytest.fixture()
+def source(tmp_path):
+    """1,000 points with gaps in their feature ids, and two features without geometry."""
+    path = str(tmp_path / "src.gpkg")
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32616)
+    lyr = ds.CreateLayer("places", srs, ogr.wkbPoint, options=["FID=fid"])
+    lyr.CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    for i in range(1000):
+        feat = ogr.Feature(lyr.GetLayerDefn())
+        feat.SetFID(1 + 3 * i)
+        feat.SetField("name", f"place {i}")
+        if i not in (10, 500):
+            feat.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({440000 + i} {4640000 + 2 * i})"))
+        lyr.CreateFeature(feat)
+    ds = None
+    return path
+
+
+def computed(fids):
+    rng = np.random.default_rng(len(fids))
+    label = np.array([f"s{f % 7}" for f in fids], dtype=object)
+    label[::11] = None
+    metres = rng.uniform(0, 900, len(fids))
+    metres[::13] = np.nan
+    return [label, metres, (fids % 5).astype(float)]
+
+
+def rows(path, layer):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(f'SELECT fid, geom, name, label, metres, "count" FROM "{layer}" ORDER BY fid').fetchall()
+    finally:
+        con.close()
+
+
+def in_pieces(columns, sizes):
+    start = 0
+    for size in sizes:
+        yield [col[start:start + size] for col in columns]
+        start += size
+
+
+def test_pieces_in_and_out_of_fid_order_write_what_one_piece_writes(source, tmp_path):
+    fids = np.arange(1, 3000, 3)
+    fids = np.delete(fids, [3, 700])  # two features get no computed values: their columns stay NULL
+    columns = computed(fids)
+    whole = str(tmp_path / "whole.gpkg")
+    assert copy_with_columns((source, "places"), (whole, "whole"), fids, NEW, [columns]) == 1000
+    expected = rows(whole, "whole")
+    assert len(expected) == 1000 and expected[3][3:] == (None, None, None)
+    written = dict(zip(fids.tolist(), zip(columns[0].tolist(), columns[1].tolist(), columns[2].tolist())))
+    for fid, _, _, label, metres, count in expected:
+        want = written.get(fid, (None, np.nan, None))
+        assert label == want[0] and count == (None if want[2] is None else int(want[2]))
+        assert (metres is None and np.isnan(want[1])) or metres == pytest.approx(want[1])
+
+    pieces = str(tmp_path / "pieces.gpkg")
+    assert copy_with_columns((source, "places"), (pieces, "pieces"), fids, NEW,
+                             in_pieces(columns, [0, 1, 300, 0, 350, 347])) == 1000
+    assert rows(pieces, "pieces") == expected
+    order = np.random.default_rng(3).permutation(len(fids))  # not ascending: everything is joined at the end
+    shuffled = str(tmp_path / "shuffled.gpkg")
+    assert copy_with_columns((source, "places"), (shuffled, "shuffled"), fids[order], NEW,
+                             in_pieces([c[order] for c in columns], [400, 598])) == 1000
+    assert rows(shuffled, "shuffled") == expected
+    con = sqlite3.connect(pieces)
+    assert con.execute("PRAGMA page_size").fetchone()[0] == BULK_PAGE_SIZE
+    assert con.execute("SELECT feature_count FROM gpkg_ogr_contents WHERE table_name = 'pieces'").fetchone()[0] == 1000
+    con.close()
+
+
+def test_a_failing_or_short_computation_raises_instead_of_writing_partial_columns(source, tmp_path):
+    fids = np.arange(1, 3000, 3)
+    columns = computed(fids)
+
+    def failing():
+        yield [c[:500] for c in columns]
+        raise RuntimeError("KD-tree failed")
+
+    with pytest.raises(RuntimeError, match="KD-tree failed"):
+        copy_with_columns((source, "places"), (str(tmp_path / "a.gpkg"), "a"), fids, NEW, failing())
+    with pytest.raises(ValueError, match="cover 500 of 1000"):
+        copy_with_columns((source, "places"), (str(tmp_path / "b.gpkg"), "b"), fids, NEW,
+                          in_pieces(columns, [500]))
+
+
+def test_computed_ahead_keeps_order_and_stops_its_worker_when_the_consumer_stops():
+    assert list(computed_ahead(range(50), lambda i: i * i)) == [i * i for i in range(50)]
+    before = threading.active_count()
+    ahead = computed_ahead(iter(range(1_000_000)), lambda i: i)
+    assert [next(ahead) for _ in range(3)] == [0, 1, 2]
+    ahead.close()  # the consumer gives up: the worker must not stay blocked on its hand-over
+    assert threading.active_count() == before
