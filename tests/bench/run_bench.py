@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""`make bench`: civic311 algorithms against their closest QGIS-native equivalents, in the same run, as whole
-`qgis_process` invocations (wall time and peak RSS of the process). Prints a markdown table.
+"""`make bench`: civic311 algorithms against their closest QGIS-native equivalents, in the same run, each in a
+fresh PyQGIS process started as `qgis_process` starts (run_one.py). Reports the process's wall time (start-up
+included) and peak RSS, and the time inside `processing.run`. Prints a markdown table.
 
 Environment: BENCH_SCALES (default "10k,100k,1M"), BENCH_TASKS (default all of "precincts,trends,field_ops,
 fetch_import"), ESDA_PYTHON (optional: a Python with esda installed, to add esda's G_Local as the reference for the
@@ -27,10 +28,6 @@ sys.path.insert(0, str(HERE))
 from synthetic_city import build  # noqa: E402
 
 
-def qgis_process() -> str:
-    return shutil.which("qgis_process.bin") or shutil.which("qgis_process") or sys.exit("qgis_process not found")
-
-
 def _hwm_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -42,8 +39,8 @@ def _hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def measure_rss(args: list[str], env: dict) -> tuple[float, float, dict]:
-    """Wall seconds, peak resident memory (MB) of the child and its JSON results. The peak is read from the
+def measure_rss(args: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall seconds, peak resident memory (MB) of the child and its standard output. The peak is read from the
     child's own VmHWM while it runs (getrusage would include the fork of this runner)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -58,16 +55,25 @@ def measure_rss(args: list[str], env: dict) -> tuple[float, float, dict]:
         text = out.read()
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:4])} failed:\n{text[-2000:]}\n{err.read()[-2000:]}")
-    try:
-        results = json.loads(text[text.index("{"):]).get("results", {})
-    except ValueError:
-        results = {}
-    return wall, peak, results
+    return wall, peak, text
 
 
-def run_alg(alg: str, params: dict, env: dict) -> tuple[float, float, dict]:
-    args = [qgis_process(), "--json", "run", alg, "--"] + [f"{k}={v}" for k, v in params.items()]
-    return measure_rss(args, env)
+def run_alg(alg: str, params: dict, env: dict) -> tuple[float, float, dict, float]:
+    """(process wall seconds, peak MB, results, seconds inside processing.run) of one algorithm in a fresh process
+    (run_one.py: QGIS, Processing and civic311 started as qgis_process starts them)."""
+    args = [sys.executable, "-P", str(HERE / "run_one.py"), alg, json.dumps(params, default=str)]
+    wall, peak, text = measure_rss(args, env)
+    line = next(line for line in text.splitlines() if line.startswith("BENCH "))
+    report = json.loads(line[len("BENCH "):])
+    return wall, peak, report["results"], report["seconds"]
+
+
+def _alg(run) -> str:
+    return f"{run[3]:.2f}" if len(run) > 3 else "—"
+
+
+def _ratio(native, ours) -> str:
+    return f"{native[3] / ours[3]:.1f}x" if len(native) > 3 and len(ours) > 3 else "—"
 
 
 def mean_zone_radius(path: str, field: str) -> float:
@@ -233,14 +239,13 @@ def main() -> None:
     (plugins / "civic311").symlink_to(ROOT, target_is_directory=True)
     env = {**os.environ, "QGIS_PLUGINPATH": str(plugins), "QT_QPA_PLATFORM": "offscreen",
            "QGIS_CUSTOM_CONFIG_PATH": str(work / "profile"), "HOME": str(work)}
-    subprocess.run([qgis_process(), "plugins", "enable", "civic311"], env=env, capture_output=True, check=True)
     rows = []
 
     def row(task, scale, ours, native, native_name, target=""):
-        ratio = native[0] / ours[0] if native else None
-        rows.append((task, scale, ours, native, native_name, ratio, target))
-        print(f"  {task} [{scale}]: civic311 {ours[0]:.2f} s / {ours[1]:.0f} MB"
-              + (f"; {native_name} {native[0]:.2f} s / {native[1]:.0f} MB; ratio {ratio:.1f}x" if native else ""),
+        rows.append((task, scale, ours, native, native_name, target))
+        print(f"  {task} [{scale}]: civic311 {ours[0]:.2f} s ({_alg(ours)} in the algorithm) / {ours[1]:.0f} MB"
+              + (f"; {native_name} {native[0]:.2f} s ({_alg(native)}) / {native[1]:.0f} MB; ratio "
+                 f"{native[0] / ours[0]:.1f}x ({_ratio(native, ours)} in the algorithm)" if native else ""),
               flush=True)
 
     tasks = set(os.environ.get("BENCH_TASKS", "precincts,trends,field_ops,fetch_import").split(","))
@@ -254,12 +259,15 @@ def main() -> None:
                 if name in tasks:
                     task(city, scale, work, env, row)
     print()
-    print("| task | scale | civic311 s | civic311 peak MB | reference | reference s | reference peak MB | "
-          "speed-up | target |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for task, scale, ours, native, name, ratio, target in rows:
-        ref = f"{name} | {native[0]:.2f} | {native[1]:.0f} | {ratio:.1f}x" if native else "— | — | — | —"
-        print(f"| {task} | {scale} | {ours[0]:.2f} | {ours[1]:.0f} | {ref} | {target} |")
+    print("Process: a fresh PyQGIS process per run (start-up included). Algorithm: inside processing.run.")
+    print("| task | scale | civic311 process s | civic311 algorithm s | civic311 peak MB | reference | "
+          "reference process s | reference algorithm s | reference peak MB | speed-up process | "
+          "speed-up algorithm | target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for task, scale, ours, native, name, target in rows:
+        ref = (f"{name} | {native[0]:.2f} | {_alg(native)} | {native[1]:.0f} | {native[0] / ours[0]:.1f}x | "
+               f"{_ratio(native, ours)}" if native else "— | — | — | — | — | —")
+        print(f"| {task} | {scale} | {ours[0]:.2f} | {_alg(ours)} | {ours[1]:.0f} | {ref} | {target} |")
     shutil.rmtree(work, ignore_errors=True)
 
 
