@@ -100,6 +100,7 @@ def request(session: requests.Session, method: str, url: str, feedback=None, *, 
             secrets: tuple[str, ...] = (), rng: random.Random | None = None) -> requests.Response:
     """One HTTP exchange with retries on connection errors, timeouts, 429, 5xx and 202; others raise at once."""
     import requests
+    import urllib3
 
     rng = rng or random.Random()
     last_problem = ""
@@ -108,13 +109,14 @@ def request(session: requests.Session, method: str, url: str, feedback=None, *, 
             raise NetworkError("Cancelled.")
         status, retry_after = None, None
         try:
-            response = session.request(method, url, params=params, json=json_body, timeout=timeout)
+            response = session.request(method, url, params=params, json=json_body, timeout=timeout, stream=True)
             status = response.status_code
+            read_body(response)
             if status < 400 and status != 202:
                 return response
             retry_after = response.headers.get("Retry-After")
             last_problem = f"HTTP {status}: {_server_message(response)}"
-        except requests.exceptions.RequestException as err:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as err:
             last_problem = f"{type(err).__name__}: {err}"
         except (UnicodeError, ValueError) as err:  # a malformed URL or header: retrying cannot help
             raise NetworkError(f"{method} {_scrub(redact_url(url), secrets)} is not a valid request: "
@@ -127,6 +129,16 @@ def request(session: requests.Session, method: str, url: str, feedback=None, *, 
             feedback.pushInfo(f"{last_problem[:200]} — retrying in {delay:.1f} s ({attempt + 1}/{retries})")
         _sleep(delay, feedback)
     raise NetworkError(f"{method} {_scrub(redact_url(url), secrets)} failed: {last_problem}")
+
+
+def read_body(response: requests.Response) -> None:
+    """Read a streamed response's body in one call and keep it as the response's content. requests would assemble
+    it from 10 KiB pieces, which for a 50,000-row page is thousands of reads and a join. A body cut short or timed
+    out raises urllib3's error, which the caller retries like any connection error."""
+    body = response.raw.read(decode_content=True)
+    response._content = body  # where requests keeps a body it has read itself
+    response._content_consumed = True
+    response.close()  # the body is read: the connection goes back to the pool
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
