@@ -23,7 +23,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QDateTime, QVariant
 
-from .core.normalise import FIELDS, Normalised
+from .core.normalise import FIELDS, Normalised, to_numbers
 from .layerio import WGS84, transform_xy
 
 if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
@@ -85,7 +85,7 @@ def compact_frame(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> pd.Data
         if col.dtype != object:
             continue
         if name in numeric:
-            frame[name] = pd.to_numeric(col, errors="coerce")  # unusable text is NaN: a missing coordinate
+            frame[name] = to_numbers(col)  # unusable text is NaN: a missing coordinate
             continue
         try:
             if len(set(col.iloc[:500].tolist())) < 100:

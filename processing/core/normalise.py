@@ -278,11 +278,27 @@ class Normalised:
 
 
 def _num(series: pd.Series | None, n: int) -> np.ndarray:
+    return np.full(n, np.nan) if series is None else to_numbers(series)
+
+
+def to_numbers(series: pd.Series) -> np.ndarray:
+    """Numbers (JSON numbers or numeric text) as floats; anything else is NaN. One C pass when every value reads
+    as a number, which is the common case for coordinates; otherwise pandas reads what it can, and the few values
+    it cannot are tried one by one with Python's float(), so that text reads the same on either path."""
     import pandas as pd
 
-    if series is None:
-        return np.full(n, np.nan)
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    values = series.to_numpy()
+    try:
+        return values.astype(float)
+    except (TypeError, ValueError):
+        pass
+    out = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    for i in np.flatnonzero(np.isnan(out)).tolist():
+        try:
+            out[i] = float(values[i])
+        except (TypeError, ValueError):
+            pass  # not a number: NaN
+    return out
 
 
 def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from civic311.processing.core.normalise import _text, detect_schema, normalise, parse_dates
+from civic311.processing.core.normalise import _text, detect_schema, normalise, parse_dates, to_numbers
 
 # (raw value, expected naive local time with tz=None, expected with tz="America/Chicago"); None = NaT
 CASES = [
@@ -91,3 +91,12 @@ def test_text_cleans_large_distinct_columns_like_small_ones():
     assert cleaned.iloc[1] == "SR1" and cleaned.iloc[7] is None and cleaned.iloc[14] is None  # 'N/A', None
     assert cleaned.isna().sum() == sum(1 for i in range(30_000) if i % 7 == 0)
     assert cleaned.tolist()[:40] == _text(ids.iloc[:40], 40).tolist()
+
+
+def test_numbers_read_the_same_whether_or_not_the_column_has_unusable_values():
+    clean = pd.Series([" 41.5 ", "-87.6", 3, 2.5, "1e3", "1_000", "nan"], dtype=object)
+    expected = [41.5, -87.6, 3.0, 2.5, 1000.0, 1000.0]
+    assert to_numbers(clean)[:6].tolist() == expected and np.isnan(to_numbers(clean)[6])
+    dirty = pd.Series([*clean.tolist(), None, "", "north", float("nan")], dtype=object)  # the pandas path
+    got = to_numbers(dirty)
+    assert got[:6].tolist() == expected and np.isnan(got[6:]).all()
