@@ -163,7 +163,7 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
         # a column holding one value (or none) goes into the statement as a literal instead of a value per row
         literals, bound = {}, []
         for name, col in columns.items():
-            if _nulls(col).all():
+            if _all_null(col):
                 continue  # NULL throughout: the column's default
             first = col[0]
             if isinstance(first, str) and "\x00" not in first and (col[:1000] == first).all() \
@@ -198,10 +198,17 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _all_null(col: np.ndarray) -> bool:
+    """Whether a column holds no value at all; the head settles most columns without a pass over all rows."""
+    return bool(_nulls(col[:100]).all() and _nulls(col).all())
+
+
 def _nulls(col: np.ndarray) -> np.ndarray:
     """NULL mask of a column: None, NaN or NaT."""
     if col.dtype == object:
-        return np.asarray(col == None) | np.asarray(col != col)  # noqa: E711 - elementwise None test; NaN
+        import pandas as pd
+
+        return pd.isna(col)  # one C pass (an elementwise == None and != itself would be two)
     if col.dtype.kind in "fM":
         return np.isnan(col) if col.dtype.kind == "f" else np.isnat(col)
     return np.zeros(len(col), dtype=bool)
@@ -324,7 +331,7 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
     def rows(piece: tuple[slice, list[np.ndarray]]) -> tuple[slice, list[str], list[list]]:
         part, columns = piece
         arrays = {name: np.asarray(col) for (name, _), col in zip(new_fields, columns)}
-        filled = [(n, k) for n, k in new_fields if not _nulls(arrays[n]).all()]  # all-NULL columns stay NULL
+        filled = [(n, k) for n, k in new_fields if not _all_null(arrays[n])]  # all-NULL columns stay NULL
         return part, [n for n, _ in filled], [fids[part].tolist(), *(_sql_values(arrays[n], k) for n, k in filled)]
 
     def sliced():

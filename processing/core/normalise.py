@@ -147,15 +147,15 @@ def detect_schema(columns: list[str], overrides: dict[str, str] | None = None, x
 def _clean(values: np.ndarray) -> np.ndarray:
     """Non-missing raw values -> stripped text, placeholders as None. All-text input goes through C-level loops
     (strip, and one set lookup per value against every placeholder spelling); Python per row only for the rest."""
-    import pandas as pd
 
     out = np.empty(len(values), dtype=object)
-    if pd.api.types.infer_dtype(values, skipna=False) == "string":
-        out[:] = list(map(str.strip, values))
-        if not PLACEHOLDER_SPELLINGS.isdisjoint(out):
-            out[[t.lower() in PLACEHOLDERS for t in out]] = None
-    else:
+    try:
+        out[:] = list(map(str.strip, values))  # raises at the first value that is not text
+    except TypeError:
         out[:] = [None if (t := str(v).strip()).lower() in PLACEHOLDERS else t for v in values]
+        return out
+    if not PLACEHOLDER_SPELLINGS.isdisjoint(out):
+        out[[t.lower() in PLACEHOLDERS for t in out]] = None
     return out
 
 
@@ -169,8 +169,10 @@ def _text(series: pd.Series | None, n: int) -> pd.Series:
         return pd.Series([None] * n, dtype=object)
     values = series.to_numpy(dtype=object)
     if len(values) > 20_000 and len(set(values[:2000].tolist())) > 1000:
+        present = ~pd.isna(values)
+        if present.all():
+            return pd.Series(_clean(values), index=series.index)
         out = np.full(len(values), None, dtype=object)
-        present = np.flatnonzero(~pd.isna(values))
         out[present] = _clean(values[present])
         return pd.Series(out, index=series.index)
     codes, uniques = pd.factorize(values)
