@@ -118,6 +118,8 @@ class TransitAccess(Civic311Algorithm):
 
         def pieces():  # computed a piece at a time, each while the previous one is being written
             for start in range(0, len(x), PIECE):
+                if feedback.isCanceled():
+                    raise QgsProcessingException("Cancelled before the output was complete.")
                 part = slice(start, start + PIECE)
                 px, py, has = x[part], y[part], ok[part]
                 # text columns hold None, numeric ones NaN where there is no value (NULL in the output)

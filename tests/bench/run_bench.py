@@ -192,6 +192,7 @@ def fetch_import(city, scale, work, env, row) -> None:
             env)
     finally:
         server.shutdown()
+        server.server_close()
     row(f"fetchrequests (mock Socrata, {ours[2].get('FETCHED', 0)} rows)", scale, ours, None, "",
         ">= 100,000 rows/s at 1M")
 

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """loadgtfsstops, transitaccess and canvasszones through processing.run, with geodesic checks."""
 
+import sqlite3
+
 import numpy as np
 import pytest
 from qgis.core import (
@@ -273,3 +275,16 @@ def test_walkable_radius_holds_on_the_ground_for_a_utm_layer(run_alg):
     for zid, pts in members.items():
         centre = QgsPointXY(zones[zid]["centre_lon"], zones[zid]["centre_lat"])
         assert zones[zid]["radius_m"] <= 300 and max(d.measureLine(centre, p) for p in pts) <= 300
+
+
+def test_transitaccess_cancelled_stops_before_writing(run_alg, tmp_path):
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()  # as if Cancel was pressed while the places were being read
+    out = tmp_path / "cancelled.gpkg"
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run_alg("civic311:transitaccess", {"INPUT": f"{SAMPLE}|layername=requests",
+                                           "STOPS": f"{SAMPLE}|layername=stops", "OUTPUT": str(out)}, feedback)
+    con = sqlite3.connect(out) if out.exists() else None
+    assert con is None or con.execute("SELECT count(*) FROM cancelled").fetchone()[0] == 0
