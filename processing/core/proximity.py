@@ -59,8 +59,3 @@ class Facilities:
             index[sl], distance[sl], within[sl] = near, dist, counts
         return Nearest(index, distance, within)
 
-
-def nearest_facilities(px: np.ndarray, py: np.ndarray, fx: np.ndarray, fy: np.ndarray, radius: float = 0.0,
-                       chunk: int = 100_000) -> Nearest:
-    """``Facilities(fx, fy).nearest(px, py, radius)``: one batch of points against one set of facilities."""
-    return Facilities(fx, fy).nearest(px, py, radius, chunk)

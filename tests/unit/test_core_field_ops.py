@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from civic311.processing.core.gtfs import GtfsError, read_stops
-from civic311.processing.core.proximity import NEIGHBOURS, nearest_facilities
+from civic311.processing.core.proximity import NEIGHBOURS, Facilities
 from civic311.processing.core.zones import (
     kmeans_zones,
     nearest_neighbour_path,
@@ -70,12 +70,12 @@ def test_feed_without_stops_is_refused(tmp_path):
         read_stops(tmp_path / "missing.txt")
 
 
-def test_nearest_facilities_and_counts():
-    res = nearest_facilities(np.array([0.0, 100.0]), np.array([0.0, 0.0]), np.array([10.0, 300.0, 0.0]),
-                             np.array([0.0, 0.0, 390.0]), radius=400)
+def test_facilities_nearest_and_counts():
+    res = Facilities(np.array([10.0, 300.0, 0.0]), np.array([0.0, 0.0, 390.0])).nearest(
+        np.array([0.0, 100.0]), np.array([0.0, 0.0]), radius=400)
     assert res.index.tolist() == [0, 0] and res.distance.tolist() == [10.0, 90.0]
     assert res.within.tolist() == [3, 2]
-    empty = nearest_facilities(np.array([1.0]), np.array([1.0]), np.array([]), np.array([]))
+    empty = Facilities(np.array([]), np.array([])).nearest(np.array([1.0]), np.array([1.0]))
     assert empty.index.tolist() == [-1] and np.isnan(empty.distance[0])
 
 
@@ -181,19 +181,19 @@ def test_summarise_zones_matches_a_zone_by_zone_computation():
             assert s.radius[j] == pytest.approx(np.sqrt((x[m] - cx) ** 2 + (y[m] - cy) ** 2).max())
 
 
-def test_nearest_facilities_counts_match_brute_force():
+def test_facilities_nearest_counts_match_brute_force():
     rng = np.random.default_rng(11)
     px, py = rng.uniform(0, 20_000, 3000), rng.uniform(0, 20_000, 3000)  # many points far from any stop
     fx, fy = rng.uniform(0, 5000, 300), rng.uniform(0, 5000, 300)
-    res = nearest_facilities(px, py, fx, fy, radius=400, chunk=1000)
+    res = Facilities(fx, fy).nearest(px, py, radius=400, chunk=1000)
     d = np.hypot(px[:, None] - fx[None, :], py[:, None] - fy[None, :])
     assert (res.index == d.argmin(axis=1)).all() and np.allclose(res.distance, d.min(axis=1))
     assert (res.within == (d <= 400).sum(axis=1)).all() and 0 < (res.within > 0).mean() < 0.2
-    plain = nearest_facilities(px, py, fx, fy, chunk=1000)  # no radius: the nearest only
+    plain = Facilities(fx, fy).nearest(px, py, chunk=1000)  # no radius: the nearest only
     assert (plain.index == res.index).all() and (plain.distance == res.distance).all() and not plain.within.any()
 
 
-def test_nearest_facilities_counts_beyond_the_neighbours_asked_for():
+def test_facilities_nearest_counts_beyond_the_neighbours_asked_for():
     # a dense downtown: points with far more stops in reach than one query asks for, points with exactly that
     # many, points with none in reach, and a stop exactly at the walking distance (the radius is inclusive)
     rng = np.random.default_rng(5)
@@ -201,7 +201,7 @@ def test_nearest_facilities_counts_beyond_the_neighbours_asked_for():
     fy = np.concatenate([rng.uniform(0, 300, 60), np.zeros(NEIGHBOURS), [0.0]])
     px = np.concatenate([rng.uniform(0, 300, 200), [5000.0, 9000.0, 20_000.0]])
     py = np.concatenate([rng.uniform(0, 300, 200), [0.0, 0.0, 20_000.0]])
-    res = nearest_facilities(px, py, fx, fy, radius=400, chunk=64)
+    res = Facilities(fx, fy).nearest(px, py, radius=400, chunk=64)
     d = np.hypot(px[:, None] - fx[None, :], py[:, None] - fy[None, :])
     assert (res.index == d.argmin(axis=1)).all() and np.allclose(res.distance, d.min(axis=1))
     assert (res.within == (d <= 400).sum(axis=1)).all()
