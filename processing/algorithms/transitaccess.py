@@ -121,16 +121,18 @@ class TransitAccess(Civic311Algorithm):
                 if feedback.isCanceled():
                     raise QgsProcessingException("Cancelled before the output was complete.")
                 part = slice(start, start + PIECE)
-                px, py, has = x[part], y[part], ok[part]
+                has = ok[part]
+                px, py = x[part][has], y[part][has]  # the located places of this piece
                 # text columns hold None, numeric ones NaN where there is no value (NULL in the output)
-                columns = {name: np.full(len(px), None, dtype=object) if kind == "string" else np.full(len(px), np.nan)
+                size = len(has)
+                columns = {name: np.full(size, None, dtype=object) if kind == "string" else np.full(size, np.nan)
                            for name, kind in NEW_FIELDS}
-                near_stop = stop_index.nearest(px[has], py[has], radius=walk)
+                near_stop = stop_index.nearest(px, py, radius=walk)
                 columns["stop_id"][has] = stop_ids[near_stop.index]
                 columns["stop_m"][has] = near_stop.distance
                 columns["stops_walk"][has] = near_stop.within
                 if poll_index is not None:
-                    near_poll = poll_index.nearest(px[has], py[has])
+                    near_poll = poll_index.nearest(px, py)
                     gap = (near_stop.distance <= walk) & (near_poll.distance > poll_far)
                     columns["poll_id"][has] = poll_ids[near_poll.index]
                     columns["poll_m"][has] = near_poll.distance

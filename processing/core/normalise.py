@@ -296,10 +296,12 @@ def to_numbers(series: pd.Series) -> np.ndarray:
         pass
     out = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
     for i in np.flatnonzero(np.isnan(out)).tolist():
-        try:
-            out[i] = float(values[i])
-        except (TypeError, ValueError):
-            pass  # not a number: NaN
+        value = values[i]
+        if isinstance(value, str) and value.strip():  # blanks and None are missing: no exception raised per row
+            try:
+                out[i] = float(value)
+            except ValueError:
+                pass  # not a number: NaN
     return out
 
 
