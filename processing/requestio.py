@@ -174,9 +174,11 @@ def json_frame(data) -> pd.DataFrame:
     raise QgsProcessingException("The JSON file holds no list of requests this importer knows.")
 
 
-def locate_xy(result: Normalised, xy_crs: str | None, context) -> None:
+def locate_xy(result: Normalised, xy_crs: str | None, context,
+              bbox: tuple[float, float, float, float] | None = None) -> None:
     """Turn state-plane X/Y rows into lon/lat (EPSG:4326); rows that still have no usable location move to the
-    rejects (so none is lost)."""
+    rejects (so none is lost), and so do X/Y rows outside ``bbox`` (lon/lat), the area the lat/lon rows were
+    already checked against."""
     import pandas as pd
 
     kept = result.kept
@@ -194,7 +196,16 @@ def locate_xy(result: Normalised, xy_crs: str | None, context) -> None:
         moved = pd.DataFrame({"raw_id": kept.loc[bad, "request_id"], "reject_reason": "unusable X/Y coordinates",
                               "row": -1})
         result.rejected = pd.concat([result.rejected, moved], ignore_index=True)
-        result.kept = kept[~bad].reset_index(drop=True)
+        result.kept = kept = kept[~bad].reset_index(drop=True)
+    if bbox is not None and use.any():
+        use = kept["use_xy"].to_numpy(dtype=bool)
+        lon, lat = kept["lon"].to_numpy(float), kept["lat"].to_numpy(float)
+        out = use & ~((lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3]))
+        if out.any():
+            moved = pd.DataFrame({"raw_id": kept.loc[out, "request_id"], "reject_reason": "outside the requested area",
+                                  "row": -1})
+            result.rejected = pd.concat([result.rejected, moved], ignore_index=True)
+            result.kept = kept[~out].reset_index(drop=True)
 
 
 def _qdt(values: pd.Series) -> list:

@@ -23,9 +23,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.normalise import COORDINATE_KEYS, detect_schema, normalise
+from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
-from ..network import NetworkError, make_session, request
+from ..core.retry import backoff_delay
+from ..network import NetworkError, make_session, pause, request, scrub
 from ..presets import load_presets
 from ..requestio import compact_frame, locate_xy, records_frame, write_outputs
 from ._zonal import advanced
@@ -77,18 +78,36 @@ class FetchRequests(Civic311Algorithm):
         "ArcGIS FeatureServer (DATASET = the layer URL; orderByFields on the object id, exceededTransferLimit, "
         "HTTP-200 error bodies), CKAN DataStore (DATASET = resource id; sort=_id, the server's clamped limit; "
         "dates and categories are filtered locally).\n"
-        "START_DATE/END_DATE: requests created on or after the start day and before the day after the end day. "
-        "EXTENT and CATEGORIES are applied on the server where the API can (Socrata, ArcGIS, SeeClickFix area), "
-        "and always checked locally.\n"
+        "START_DATE/END_DATE: requests created on or after the start day and before the day after the end day, "
+        "in the city's local time. TIMEZONE (IANA name) is that city's zone; a preset carries its own. APIs that "
+        "take instants (Open311, SeeClickFix, ArcGIS) are sent the local midnights converted to UTC, and times the "
+        "portal publishes with an offset or as epoch numbers are converted to local time. With no zone known, "
+        "nothing is guessed: day boundaries and such times are UTC, and the log says so.\n"
+        "Filters are never dropped: START_DATE/END_DATE, CATEGORIES and EXTENT are applied on the server where the "
+        "API can (dates: every API but CKAN; categories: Socrata and ArcGIS when FIELD_MAP names the 'category' "
+        "field; area: Socrata with a location field, ArcGIS, SeeClickFix) and always checked again locally on the "
+        "rows received (CATEGORIES case-insensitively); the log says, for each filter, where it was applied and "
+        "how many rows it removed locally (they are listed in REJECTED with the reason). CATEGORIES with no "
+        "category column to check stops the run, naming the FIELD_MAP key to add.\n"
         "AUTH_CONFIG: a QGIS authentication configuration holding the token. Socrata receives it as the "
-        "X-App-Token header, ArcGIS as the token parameter, SeeClickFix as a Bearer token, CKAN as the "
-        "Authorization header. Use an 'API Header' configuration where your QGIS offers it (3.28+); on QGIS 3.22, "
-        "which lacks it, use a 'Basic' configuration whose password is the token (the user name is ignored). "
-        "The token never appears in logs, error messages, outputs, cache file names or project files.\n"
+        "X-App-Token header, Open311 as the api_key parameter (as GeoReport v2 specifies), ArcGIS as the token "
+        "parameter, SeeClickFix as a Bearer token, CKAN as the Authorization header. Use an 'API Header' "
+        "configuration where your QGIS offers it (3.28+); on QGIS 3.22, which lacks it, use a 'Basic' "
+        "configuration whose password is the token (the user name is ignored). The token goes only to the host "
+        "of the portal: a redirect to another host is followed without it. It never appears in logs, error "
+        "messages, outputs, cache file names or project files, in any encoding.\n"
+        "Open311 and SeeClickFix offer no unique sort order, so paging by page number over many requests with one "
+        "timestamp would lose rows: their date windows are split until each fits one page (the server's real page "
+        "size is learned when it clamps PAGE_SIZE; a page past the end that repeats an earlier one ends a window).\n"
+        "TIMEOUT bounds each request from connecting to the last byte of its answer; one page may decode to at "
+        "most 512 MiB.\n"
         "Trustworthy paging: retries with exponential backoff and jitter on connection errors, timeouts, 429 and "
-        "5xx (honouring Retry-After), none on other 4xx; the portal's own error message in the error. Completed "
+        "5xx (honouring Retry-After), on bodies cut short and on ArcGIS 5xx errors inside HTTP-200 answers, none "
+        "on other 4xx; the portal's own error message in the error. Completed "
         "pages are cached on disk (CACHE_DIR, default <QGIS profile>/civic311/cache): a failed or cancelled fetch "
-        "resumes where it stopped, and a later END_DATE fetches only the new months. User-supplied categories "
+        "resumes where it stopped, and a later END_DATE fetches only the new months. Each cached page carries its "
+        "length and checksum and is renamed into place, so runs may share CACHE_DIR; a damaged page is fetched "
+        "again (and logged). User-supplied categories "
         "and dates are quoted for SoQL/ArcGIS, so a quote cannot change the query.\n\n"
     )
     HELP = HELP_HEAD + NORMALISED_HELP
@@ -109,6 +128,9 @@ class FetchRequests(Civic311Algorithm):
         self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr("Area"), optional=True))
         self.addParameter(QgsProcessingParameterString(
             "CATEGORIES", self.tr("Categories (comma-separated)"), optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "TIMEZONE", self.tr("Time zone of the city (IANA name, e.g. America/Chicago; a preset has its own)"),
+            optional=True))
         self.addParameter(QgsProcessingParameterAuthConfig("AUTH_CONFIG", self.tr("Authentication (token)"),
                                                            optional=True))
         self.addParameter(advanced(QgsProcessingParameterString(
@@ -151,13 +173,20 @@ class FetchRequests(Civic311Algorithm):
         user_map = self.parameterAsString(parameters, "FIELD_MAP", context).strip()
         if user_map:
             try:
-                field_map.update(json.loads(user_map))
+                extra_map = json.loads(user_map)
             except ValueError as err:
                 raise QgsProcessingException(f"FIELD_MAP is not valid JSON: {err}") from err
+            if not isinstance(extra_map, dict):
+                raise QgsProcessingException("FIELD_MAP must be a JSON object: {\"normalised field\": \"portal "
+                                             "field\", …}.")
+            field_map.update(extra_map)
         xy_crs = (preset or {}).get("xy_crs")
         if parameters.get("XY_CRS"):
             crs = self.parameterAsCrs(parameters, "XY_CRS", context)
             xy_crs = crs.authid() if crs.isValid() else xy_crs
+        tz = self.parameterAsString(parameters, "TIMEZONE", context).strip() or (preset or {}).get("tz") or None
+        if tz:
+            check_timezone(tz)
         start_q = self.parameterAsDateTime(parameters, "START_DATE", context)
         end_q = self.parameterAsDateTime(parameters, "END_DATE", context)
         if not start_q.isValid() or not end_q.isValid():
@@ -179,37 +208,37 @@ class FetchRequests(Civic311Algorithm):
         if secret:
             if api == "socrata":
                 headers["X-App-Token"] = secret
-            elif api == "arcgis":
-                token_param = secret
+            elif api in ("arcgis", "open311"):
+                token_param = secret  # ArcGIS: token=…; Open311 (GeoReport v2): api_key=…
             elif api == "seeclickfix":
                 headers["Authorization"] = f"Bearer {secret}"
-            elif api == "ckan":
-                headers["Authorization"] = secret
             else:
-                headers["X-Api-Key"] = secret
+                headers["Authorization"] = secret
         query = Query(base_url, dataset, field_map, categories, bbox,
                       self.parameterAsInt(parameters, "PAGE_SIZE", context),
-                      (preset or {}).get("location_field") or field_map.get("location"), token_param)
+                      (preset or {}).get("location_field") or field_map.get("location"), token_param, tz)
         client = CLIENTS[api](query)
         cache_dir = self.parameterAsFile(parameters, "CACHE_DIR", context) or \
             str(Path(QgsApplication.qgisSettingsDirPath()) / "civic311" / "cache")
-        cache = PageCache(cache_dir, query_key(api, query))
+        check_cache_dir(cache_dir)
+        cache = PageCache(cache_dir, query_key(api, query), feedback.pushInfo)
         host = urlsplit(base_url if base_url else dataset).netloc or base_url
         source = f"{host}/{dataset.rsplit('/', 2)[-2] if dataset.startswith('http') else dataset}".rstrip("/")
-        session = make_session(headers)
         secrets = (secret,) if secret else ()
+        session = make_session(headers, secret_headers=tuple(headers), secrets=secrets)
         fetched = [0]
 
         retries = self.parameterAsInt(parameters, "RETRIES", context)
-        timeout = (min(10.0, self.parameterAsDouble(parameters, "TIMEOUT", context)),
-                   self.parameterAsDouble(parameters, "TIMEOUT", context))
+        limit = self.parameterAsDouble(parameters, "TIMEOUT", context)
+        timeout = (min(10.0, limit), limit)
 
         last_raw: list = [None]
 
         def http(url, params):
-            for attempt in range(3):  # a body cut short in transit is fetched again
+            problem = ""
+            for attempt in range(retries + 1):
                 response = request(session, "GET", url, feedback, params=params, secrets=secrets, timeout=timeout,
-                                   retries=retries)
+                                   retries=retries, deadline=limit)
                 try:
                     try:
                         body = json.loads(response.content)  # bytes: the encoding is detected, no decoded copy
@@ -218,11 +247,22 @@ class FetchRequests(Civic311Algorithm):
                         last_raw[0] = response.content if plain else None
                     except UnicodeDecodeError:
                         body, last_raw[0] = response.json(), None
-                    return body
                 except ValueError as err:
                     problem = (f"{urlsplit(url).netloc} sent a response that is not valid JSON "
                                f"({len(response.content)} bytes): {str(err)[:120]}")
-                    feedback.pushInfo(problem + (" — fetching it again" if attempt < 2 else ""))
+                    if attempt < min(retries, 2):
+                        feedback.pushInfo(problem + " — fetching it again")
+                        continue
+                    break
+                problem = client.transient_problem(body) or ""
+                if not problem:
+                    return body
+                problem = scrub(problem, secrets)
+                if attempt == retries:
+                    break
+                delay = backoff_delay(attempt)
+                feedback.pushInfo(f"{problem[:200]} — retrying in {delay:.1f} s ({attempt + 1}/{retries})")
+                pause(delay, feedback)
             raise PortalError(problem)
 
         def progress(n):
@@ -231,6 +271,15 @@ class FetchRequests(Civic311Algorithm):
 
         feedback.pushInfo(f"Fetching {API_NAMES[API_KEYS.index(api)]} {source} from {start:%Y-%m-%d} to "
                           f"{end - timedelta(days=1):%Y-%m-%d}; page cache {cache.root}")
+        if not tz:
+            feedback.pushInfo("No time zone is known (no preset, no TIMEZONE): day boundaries are sent as UTC "
+                              "and times that carry an offset are kept in UTC. Set TIMEZONE to the city's zone.")
+        server = client.server_filters()
+        if categories and not server["categories"]:
+            feedback.pushInfo("CATEGORIES cannot be sent to this portal"
+                              + ("" if api in ("open311", "seeclickfix", "ckan") else
+                                 " (FIELD_MAP has no 'category')")
+                              + ": every category is downloaded and filtered locally.")
         frames: list = []  # each window's records become columns at once: a million dicts never pile up
         coordinates = tuple(field_map[k] for k in COORDINATE_KEYS if k in field_map)
 
@@ -246,9 +295,10 @@ class FetchRequests(Civic311Algorithm):
             raise QgsProcessingException("Cancelled: the pages fetched so far are cached; run again to resume.") \
                 from None
         except (PortalError, NetworkError) as err:
-            message = str(err)
-            for s in secrets:
-                message = message.replace(s, "***")
+            message = scrub(str(err), secrets)
+            if message == "Cancelled.":
+                raise QgsProcessingException("Cancelled: the pages fetched so far are cached; run again to "
+                                             "resume.") from None
             raise QgsProcessingException(f"{message} (pages fetched so far are cached; run again to resume)") \
                 from None
         finally:
@@ -262,32 +312,78 @@ class FetchRequests(Civic311Algorithm):
         if "_geom_lon" in columns:
             field_map.setdefault("longitude", "_geom_lon")
             field_map.setdefault("latitude", "_geom_lat")
+        area = bbox or (tuple(preset["bbox"]) if preset and preset.get("bbox") else None)
         try:
             if frame.empty:
-                frame = pd.DataFrame({c: [] for c in ("_id", "_created", "_lat", "_lon")})
-                field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon"}
+                frame = pd.DataFrame({c: [] for c in ("_id", "_created", "_lat", "_lon", "_category")})
+                field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon",
+                             "category": "_category"}
             fmap = detect_schema(list(frame.columns), {k: v for k, v in field_map.items()
-                                                       if k in ("request_id", "created_at", "closed_at", "status",
-                                                                "category", "descriptor", "agency", "address",
-                                                                "latitude", "longitude", "x", "y")
-                                                       and v in frame.columns}, xy_crs)
-            if preset and preset.get("tz"):
-                fmap.tz = preset["tz"]
-            result = normalise(frame, fmap, source, bbox=bbox or (tuple(preset["bbox"]) if preset and
-                                                                  preset.get("bbox") else None),
-                               categories=None if client.filters_categories_on_server else categories,
-                               date_range=None if client.filters_dates_on_server else (start, end))
+                                                       if k in MAP_KEYS and v in frame.columns}, xy_crs)
+            fmap.tz = tz  # the preset's or TIMEZONE, never a guess from column names
+            fmap.xy_crs = xy_crs or (fmap.xy_crs if fmap.schema == api else None)
+            if categories and "category" not in fmap.columns:
+                raise QgsProcessingException(
+                    "CATEGORIES needs a category column: add 'category' to FIELD_MAP (the portal field holding the "
+                    "request type).")
+            result = normalise(frame, fmap, source, bbox=area, categories=categories, date_range=(start, end))
         except ValueError as err:
             raise QgsProcessingException(f"{err} Columns returned: {', '.join(map(str, columns[:40]))}") from err
         del frame
-        locate_xy(result, fmap.xy_crs, context)
+        locate_xy(result, fmap.xy_crs, context, bbox=area)
+        report_filters(feedback, result, server, fmap, categories, bbox)
         self.metadata_extra = {
             "Source portal": f"{API_NAMES[API_KEYS.index(api)]} {source}",
             "Query": f"created {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d}"
                      + (f"; categories {', '.join(categories)}" if categories else "")
                      + (f"; area {bbox}" if bbox else ""),
+            "Time zone": tz or "UTC (none given)",
             "Fetched at": datetime.now().astimezone().isoformat(timespec="seconds"),
             "attribution": (preset or {}).get("attribution", f"Open data published by {host}"),
             "licence": (preset or {}).get("licence", "See the portal's terms of use"),
         }
         return write_outputs(self, parameters, context, feedback, result, source)
+
+
+def check_timezone(tz: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(tz)
+    except (ValueError, KeyError, OSError) as err:
+        raise QgsProcessingException(f"TIMEZONE {tz!r} is not an IANA time zone name (e.g. America/Chicago).") \
+            from err
+
+
+def check_cache_dir(path: str) -> None:
+    """A clear error before any page is fetched when the cache folder cannot be written."""
+    import os
+    import tempfile
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise QgsProcessingException(f"CACHE_DIR {path} is a file, not a folder: choose a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".civic311-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise QgsProcessingException(f"CACHE_DIR {path} cannot be written ({err.strerror}): choose a folder you "
+                                     "can write to.") from None
+
+
+def report_filters(feedback, result, server: dict, fmap, categories: list[str], bbox) -> None:
+    """One line per filter the user set: where it was applied, and how many rows it removed locally."""
+    reasons = result.rejected["reject_reason"].value_counts().to_dict() if len(result.rejected) else {}
+
+    def line(name, how, reason):
+        removed = int(reasons.get(reason, 0))
+        where = f"on the server ({how}) and checked locally" if how else "locally (the portal cannot filter it)"
+        feedback.pushInfo(f"{name}: applied {where}; {removed} row(s) removed locally.")
+
+    line("START_DATE/END_DATE", server["dates"], "outside the date range")
+    if categories:
+        line(f"CATEGORIES (column {fmap.columns['category']})", server["categories"], "category not requested")
+    if bbox:
+        line("EXTENT", server["area"], "outside the requested area")

@@ -225,7 +225,8 @@ def _iso_format() -> dict:
     return {"format": "ISO8601"} if int(pd.__version__.split(".")[0]) >= 2 else {}
 
 
-def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False) -> pd.Series:
+def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False,
+                report: dict | None = None) -> pd.Series:
     """Timestamps in the usual 311 formats -> naive datetime64[ns] (NaT where unparseable).
 
     ISO 8601 with an offset (Open311, SeeClickFix, 'Z') and epoch milliseconds (ArcGIS) are converted to the
@@ -240,6 +241,8 @@ def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False)
         return out
     where = np.flatnonzero(todo)
     numeric, iso, aware = _date_shapes(text.to_numpy()[where])
+    if report is not None:  # instants (offset, Z, epoch) are converted: the caller warns when no zone is known
+        report["instants"] = report.get("instants", 0) + int(numeric.sum() + aware.sum())
     if numeric.any():
         sub = text.iloc[where[numeric]]
         ms = pd.to_numeric(sub).astype(float)
@@ -339,7 +342,8 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     rid = _text(col("request_id"), n)
     reject(rid.isna(), "missing request id")
     created_raw = _text(col("created_at"), n)
-    created = parse_dates(created_raw, fmap.tz, cleaned=True)
+    instants: dict = {}
+    created = parse_dates(created_raw, fmap.tz, cleaned=True, report=instants)
     reject(created_raw.isna(), "missing created_at")
     reject(created.isna(), "unparseable created_at")
     if date_range is not None:
@@ -405,6 +409,10 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     if swapped:
         warnings.append(f"{swapped} row(s) had latitude and longitude swapped; they were swapped back.")
     keep = ok & ~dup
+    if instants.get("instants") and not fmap.tz:
+        warnings.append(f"{instants['instants']} created_at value(s) are instants (with an offset, 'Z' or epoch "
+                        "numbers) and no time zone is known: they are kept in UTC. Set TIMEZONE to the city's zone "
+                        "to get local times.")
     bad_close = (closed < created).to_numpy() & keep
     if bad_close.any():
         warnings.append(f"{int(bad_close.sum())} kept request(s) were closed before they were created "

@@ -23,8 +23,13 @@ class PortalError(Exception):
     """The portal answered with an error (its own message is in the text)."""
 
 
+class TransientPortalError(PortalError):
+    """An error the portal reports inside a successful HTTP answer that a retry may cure (ArcGIS 5xx codes)."""
+
+
 class PagingIgnoredError(Exception):
-    """The server ignores paging inside this window: fetch it again as two halves."""
+    """This window cannot be paged reliably (the server ignores paging, clamps, or its order has ties): fetch it
+    again as two halves."""
 
 
 def soql_quote(value: str) -> str:
@@ -52,7 +57,18 @@ class Query:
     bbox: tuple[float, float, float, float] | None = None  # lon/lat
     page_size: int = 0
     location_field: str | None = None
-    token_param: str | None = None  # ArcGIS token (a query parameter); never logged
+    token_param: str | None = None  # ArcGIS token / Open311 api_key (a query parameter); never logged
+    tz: str | None = None  # IANA zone of the portal's local time: day boundaries are local midnights
+
+
+def to_utc(moment: datetime, tz: str | None) -> datetime:
+    """A naive local wall-clock time in ``tz`` as a naive UTC instant (unchanged when the zone is unknown)."""
+    if not tz:
+        return moment
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    return moment.replace(tzinfo=ZoneInfo(tz)).astimezone(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass
@@ -67,10 +83,28 @@ class Client:
     filters_dates_on_server = True
     filters_categories_on_server = False
     filters_area_on_server = False
+    # APIs with no unique sort order: page numbers over a window with ties lose and repeat rows, so windows are
+    # split until each fits one page (fetch_window_fitting)
+    fits_windows = False
+    id_key = ""
 
     def __init__(self, query: Query):
         self.q = query
         self.page_size = query.page_size or DEFAULT_PAGE[self.key]
+        self.page_cap: int | None = None  # the most rows the server returns per page, once learned
+
+    def server_filters(self) -> dict[str, str | None]:
+        """For each filter (dates, categories, area): how the server applies it, or None when it cannot."""
+        return {"dates": "created-date window" if self.filters_dates_on_server else None,
+                "categories": None, "area": None}
+
+    def transient_problem(self, body: Any) -> str | None:
+        """The portal's message when a successful HTTP answer carries an error a retry may cure."""
+        return None
+
+    def window_total(self, state: PageState) -> int | None:
+        """The number of rows the server says the window holds, when it says (SeeClickFix)."""
+        return None
 
     def prepare(self, http) -> None:
         """One-off requests before paging (e.g. ArcGIS layer metadata)."""
@@ -94,9 +128,14 @@ class Socrata(Client):
     filters_categories_on_server = True
     filters_area_on_server = True
 
+    def server_filters(self):
+        return {"dates": f"$where on {self.q.fields.get('created_at', 'created_date')}",
+                "categories": f"$where on {self.q.fields['category']}" if self.q.fields.get("category") else None,
+                "area": f"within_box({self.q.location_field})" if self.q.location_field else None}
+
     def request(self, window, state):
         created = self.q.fields.get("created_at", "created_date")
-        fmt = "%Y-%m-%dT%H:%M:%S"
+        fmt = "%Y-%m-%dT%H:%M:%S"  # floating timestamps: the portal's local wall-clock time, as the window
         where = [f"{created} >= {soql_quote(window[0].strftime(fmt))}",
                  f"{created} < {soql_quote(window[1].strftime(fmt))}"]
         if self.q.categories and self.q.fields.get("category"):
@@ -119,13 +158,18 @@ class Socrata(Client):
 
 class Open311(Client):
     key = "open311"
+    fits_windows = True
+    id_key = "service_request_id"
 
     def request(self, window, state):
-        params = {"start_date": window[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  "end_date": window[1].strftime("%Y-%m-%dT%H:%M:%SZ"), "page": state.index + 1,
+        # GeoReport v2 takes W3C instants: the local day boundaries as UTC
+        params = {"start_date": to_utc(window[0], self.q.tz).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "end_date": to_utc(window[1], self.q.tz).strftime("%Y-%m-%dT%H:%M:%SZ"), "page": state.index + 1,
                   "page_size": self.page_size}
         if self.q.dataset:
             params["jurisdiction_id"] = self.q.dataset
+        if self.q.token_param:
+            params["api_key"] = self.q.token_param  # where the GeoReport v2 spec takes the key
         return f"{self.q.base_url.rstrip('/')}/requests.json", params
 
     def parse(self, body, state):
@@ -136,22 +180,25 @@ class Open311(Client):
         if body and isinstance(body[0], dict) and "code" in body[0] and "description" in body[0] and \
                 "service_request_id" not in body[0]:
             raise PortalError(f"Open311 {body[0]['code']}: {body[0]['description']}")
-        ids = [r.get("service_request_id") for r in body]
-        seen = state.extra.setdefault("seen_first_ids", None)
-        if state.index == 1 and body and seen is not None and ids[: len(seen)] == seen:
-            raise PagingIgnoredError()  # page 2 repeats page 1: the server ignores `page`
-        if state.index == 0:
-            state.extra["seen_first_ids"] = ids[:20]
-        return body, len(body) > 0 and len(body) >= min(self.page_size, 1000)
+        return body, len(body) > 0
 
 
 class SeeClickFix(Client):
     key = "seeclickfix"
     filters_area_on_server = True
+    fits_windows = True
+    id_key = "id"
+
+    def server_filters(self):
+        return {"dates": "after/before", "categories": None, "area": "min_lat/max_lat/min_lng/max_lng"}
+
+    def window_total(self, state):
+        entries = state.extra.get("entries")
+        return int(entries) if isinstance(entries, (int, float)) or str(entries).isdigit() else None
 
     def request(self, window, state):
-        params = {"after": window[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  "before": window[1].strftime("%Y-%m-%dT%H:%M:%SZ"), "sort": "created_at",
+        params = {"after": to_utc(window[0], self.q.tz).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "before": to_utc(window[1], self.q.tz).strftime("%Y-%m-%dT%H:%M:%SZ"), "sort": "created_at",
                   "sort_direction": "ASC", "status": "open,acknowledged,closed,archived",
                   "per_page": min(self.page_size, 100), "page": state.index + 1}
         if self.q.bbox:
@@ -180,6 +227,25 @@ class ArcGIS(Client):
             return ds.rstrip("/")
         return f"{self.q.base_url.rstrip('/')}/{ds.lstrip('/')}".rstrip("/")
 
+    def server_filters(self):
+        return {"dates": f"where on {self.q.fields.get('created_at', 'CreatedDate')}",
+                "categories": f"where on {self.q.fields['category']}" if self.q.fields.get("category") else None,
+                "area": "envelope geometry"}
+
+    def transient_problem(self, body):
+        err = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(err, dict):
+            return None
+        code = err.get("code")
+        message = f"{err.get('message')} {err.get('details') or ''}".strip()
+        try:
+            server_side = 500 <= int(code) < 600
+        except (TypeError, ValueError):
+            server_side = False
+        if server_side or "error performing query operation" in message.lower():
+            return f"ArcGIS {code}: {message}"
+        return None
+
     def prepare(self, http):
         params = {"f": "json"}
         if self.q.token_param:
@@ -196,9 +262,9 @@ class ArcGIS(Client):
 
     def request(self, window, state):
         created = self.q.fields.get("created_at", "CreatedDate")
-        fmt = "%Y-%m-%d %H:%M:%S"
-        where = [f"{created} >= TIMESTAMP '{window[0].strftime(fmt)}'",
-                 f"{created} < TIMESTAMP '{window[1].strftime(fmt)}'"]
+        fmt = "%Y-%m-%d %H:%M:%S"  # ArcGIS date fields hold UTC: the local day boundaries as UTC
+        where = [f"{created} >= TIMESTAMP '{to_utc(window[0], self.q.tz).strftime(fmt)}'",
+                 f"{created} < TIMESTAMP '{to_utc(window[1], self.q.tz).strftime(fmt)}'"]
         if self.q.categories and self.q.fields.get("category"):
             where.append(f"{self.q.fields['category']} IN ({', '.join(soql_quote(c) for c in self.q.categories)})")
         if not self.paging:  # no paging: walk the object ids upwards
@@ -246,6 +312,9 @@ class CKAN(Client):
     key = "ckan"
     filters_dates_on_server = False
 
+    def server_filters(self):
+        return {"dates": None, "categories": None, "area": None}
+
     def windows(self, start, end):
         return [(start, end)]  # datastore_search cannot filter date ranges: one window, dates checked locally
 
@@ -271,12 +340,19 @@ CLIENTS = {c.key: c for c in (Socrata, Open311, SeeClickFix, ArcGIS, CKAN)}
 
 
 class PageCache:
-    """Completed pages on disk: cache_dir/<query key>/<window>/page_NNNNN.json plus a 'done' marker."""
+    """Completed pages on disk: cache_dir/<query key>/<window>/page_NNNNN.json plus a 'done' marker.
 
-    def __init__(self, root, key: str):
+    Each page file starts with a line ``civic311-page <length> <crc32>`` for the JSON after it, and is written
+    under a unique temporary name and renamed into place: a page cut short, damaged or written by two runs at
+    once is never read as a shorter page. A damaged page makes its window be fetched again (and says so)."""
+
+    MAGIC = b"civic311-page"
+
+    def __init__(self, root, key: str, log: Callable[[str], None] = lambda m: None):
         from pathlib import Path
 
         self.root = Path(root) / key
+        self.log = log
         self._writer: Any = None  # one background thread writes pages while the next one downloads
         self._pending: list = []
 
@@ -284,16 +360,44 @@ class PageCache:
         return self.root / f"{window[0]:%Y%m%dT%H%M%S}_{window[1]:%Y%m%dT%H%M%S}"
 
     def pages(self, window) -> list[list[dict]]:
+        """The window's cached pages, in order; an empty list (and the window's cache dropped) when any page is
+        damaged."""
         d = self._dir(window)
         if not d.exists():
             return []
         out = []
-        for p in sorted(d.glob("page_*.json")):
-            try:
-                out.append(json.loads(p.read_text(encoding="utf-8")))
-            except ValueError:
-                break  # a page cut short by a crash: fetch it again
+        files = sorted(d.glob("page_*.json"))
+        for i, p in enumerate(files):
+            page = self._read(p) if p.name == f"page_{i:05d}.json" else None
+            if page is None:
+                self.log(f"The cached page {p.name} of {window[0]:%Y-%m-%d %H:%M}…{window[1]:%Y-%m-%d %H:%M} is "
+                         "damaged or missing: that window is fetched again.")
+                self.drop(window)
+                return []
+            out.append(page)
         return out
+
+    def _read(self, path) -> list | None:
+        import zlib
+
+        try:
+            data = path.read_bytes()
+            head, _, body = data.partition(b"\n")
+            magic, length, crc = head.split(b" ")
+            if magic != self.MAGIC or int(length) != len(body) or int(crc) != zlib.crc32(body):
+                return None
+            page = json.loads(body)
+        except (OSError, ValueError):
+            return None
+        return page if isinstance(page, list) else None
+
+    def drop(self, window) -> None:
+        d = self._dir(window)
+        for p in list(d.glob("page_*.json")) + [d / "done"]:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
 
     def save(self, window, index: int, records: list[dict], raw: bytes | None = None) -> None:
         """Store a page (in the background: ``flush`` waits for it); ``raw`` is the response's own UTF-8 JSON when
@@ -318,15 +422,32 @@ class PageCache:
                 self._writer.shutdown(wait=True)
                 self._writer = None
 
+    @staticmethod
+    def _atomic_write(path, data: bytes) -> None:
+        """Write under a name no other run uses, then rename into place (atomic on one file system)."""
+        import os
+        import uuid
+
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
+
     def _write(self, window, index: int, records: list[dict], raw: bytes | None) -> None:
+        import zlib
+
         d = self._dir(window)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f"page_{index:05d}.json.part"
-        if raw is not None:
-            tmp.write_bytes(raw)
-        else:
-            tmp.write_text(json.dumps(records), encoding="utf-8")
-        tmp.replace(d / f"page_{index:05d}.json")
+        body = raw if raw is not None else json.dumps(records).encode("utf-8")
+        head = b"%s %d %d\n" % (self.MAGIC, len(body), zlib.crc32(body))
+        self._atomic_write(d / f"page_{index:05d}.json", head + body)
 
     def done(self, window) -> bool:
         return (self._dir(window) / "done").exists()
@@ -335,7 +456,7 @@ class PageCache:
         self.flush()  # 'done' only once every page of the window is written
         d = self._dir(window)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "done").write_text("ok")
+        self._atomic_write(d / "done", b"ok")
 
 
 def query_key(api: str, query: Query, extra: str = "") -> str:
@@ -343,19 +464,24 @@ def query_key(api: str, query: Query, extra: str = "") -> str:
     import hashlib
 
     text = json.dumps([api, query.base_url, query.dataset, query.fields, sorted(query.categories), query.bbox,
-                       query.page_size, query.location_field, extra], sort_keys=True, default=str)
+                       query.page_size, query.location_field, query.tz, extra], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def fetch_window(client: Client, window, http: Callable, cache: PageCache | None, cancelled: Callable[[], bool],
                  progress: Callable[[int], None] = lambda n: None, max_rows: int = 0,
-                 raw: Callable[[], bytes | None] = lambda: None) -> list[dict]:
-    """All records of one window, resuming from cached pages; raises PagingIgnoredError when the server ignores
-    paging (the caller splits the window). ``raw()`` gives the undecoded UTF-8 body of the last response, if
-    the transport kept it."""
+                 raw: Callable[[], bytes | None] = lambda: None, log: Callable[[str], None] = lambda m: None
+                 ) -> list[dict]:
+    """All records of one window, resuming from cached pages; raises PagingIgnoredError when the window must be
+    split (the caller splits it). ``raw()`` gives the undecoded UTF-8 body of the last response, if the transport
+    kept it."""
     pages = cache.pages(window) if cache else []
-    if cache and cache.done(window):
+    if cache and cache.done(window) and pages:
         return [r for page in pages for r in page]
+    if client.fits_windows:
+        if cache and pages:
+            cache.drop(window)  # a window of this kind is stored whole: pages of an unfinished one are stale
+        return fetch_window_fitting(client, window, http, cache, cancelled, progress, raw, log)
     state = PageState(index=len(pages), rows=sum(len(p) for p in pages))
     if pages and client.key == "arcgis":
         oid = getattr(client, "oid", "OBJECTID")
@@ -363,8 +489,6 @@ def fetch_window(client: Client, window, http: Callable, cache: PageCache | None
         if last:
             state.extra["last_oid"] = last[-1][oid]
     records = [r for page in pages for r in page]
-    if pages and client.key == "open311":
-        state.extra["seen_first_ids"] = [r.get("service_request_id") for r in pages[0][:20]]
     while True:
         if cancelled():
             raise InterruptedError("Cancelled")
@@ -382,6 +506,91 @@ def fetch_window(client: Client, window, http: Callable, cache: PageCache | None
     if cache and not (max_rows and len(records) >= max_rows):
         cache.mark_done(window)
     return records
+
+
+def _ids(client: Client, page: list) -> list:
+    return [str(r.get(client.id_key)) if isinstance(r, dict) else repr(r) for r in page]
+
+
+def fetch_window_fitting(client: Client, window, http: Callable, cache: PageCache | None,
+                         cancelled: Callable[[], bool], progress: Callable[[int], None],
+                         raw: Callable[[], bytes | None], log: Callable[[str], None]) -> list[dict]:
+    """One window of an API without a unique sort order (Open311, SeeClickFix), fetched as ONE page, so ties in
+    the order cannot lose or repeat rows. When the window holds more than a page (the server's count says so,
+    or a second page brings rows the first did not have), PagingIgnoredError asks the caller to split it. The
+    server's real page size is learned on the way (servers clamp silently); a page past the end that repeats an
+    earlier one (Zend/Laminas paginators) ends the window. Only a window of one second that still overflows a
+    page is paged, in repeated passes until the ids stop growing (or reach the server's count)."""
+    def get(index: int) -> tuple[list, Any, PageState]:
+        if cancelled():
+            raise InterruptedError("Cancelled")
+        state = PageState(index=index)
+        url, params = client.request(window, state)
+        body = http(url, params)
+        page, _ = client.parse(body, state)
+        return page, body, state
+
+    page1, body1, state1 = get(0)
+    total = client.window_total(state1)
+    splittable = (window[1] - window[0]) >= timedelta(seconds=2)
+    asked = client.page_size
+    complete: bool | None = None
+    if total is not None:
+        complete = total <= len(page1)
+    elif not page1:
+        complete = True
+    elif client.page_cap is not None and len(page1) < client.page_cap:
+        complete = True
+    elif client.page_cap is None:
+        page2, _, _ = get(1)
+        first = set(_ids(client, page1))
+        if not page2:
+            complete = True
+        elif set(_ids(client, page2)) <= first:  # the first page again: past the end, or paging ignored
+            complete = len(page1) < asked
+            if not complete:
+                client.page_cap = len(page1)
+        else:  # a second page with new rows: the server pages, and its page holds len(page1) rows
+            client.page_cap = len(page1) if len(page1) <= asked else None
+            complete = False
+    else:
+        complete = False
+    if complete:
+        records = page1
+    elif splittable:
+        raise PagingIgnoredError()
+    else:
+        records = _passes(client, get, page1, total, window, log)
+    if cache:
+        cache.save(window, 0, records, raw() if records is page1 and body1 is page1 else None)
+        cache.mark_done(window)
+    progress(len(records))
+    return records
+
+
+def _passes(client: Client, get: Callable, page1: list, total: int | None, window, log) -> list[dict]:
+    """Every row of a one-second window that overflows a page: page until a page is empty or brings nothing new,
+    and repeat the whole pass while it finds rows (an order with ties may differ between requests)."""
+    found: dict[str, dict] = {}
+    for pass_no in range(10):
+        before = len(found)
+        for index in range(0, 10_000):
+            page = page1 if (pass_no == 0 and index == 0) else get(index)[0]
+            ids = _ids(client, page)
+            new = [i for i in ids if i not in found]
+            for i, r in zip(ids, page):
+                found.setdefault(i, r)
+            if not page or not new:
+                break
+        if (total is not None and len(found) >= total) or (total is None and len(found) == before):
+            break
+    if total is not None and len(found) < total:
+        log(f"WARNING {total} requests share the second {window[0]:%Y-%m-%d %H:%M:%S} and the server offers no "
+            f"unique order: {len(found)} of them could be fetched.")
+    elif len(found) > client.page_size:
+        log(f"{len(found)} requests share the second {window[0]:%Y-%m-%d %H:%M:%S}: fetched in repeated passes "
+            "until no new one appeared.")
+    return list(found.values())
 
 
 def fetch_all(client: Client, start: datetime, end: datetime, http: Callable, cache: PageCache | None,
@@ -404,18 +613,22 @@ def _fetch_windows(client, start, end, http, cache, cancelled, progress, max_row
     out: list[dict] = []
     deliver = sink or out.extend
     total = 0
+    splits = 0
     stack = list(reversed(client.windows(start, end)))
     while stack:
         window = stack.pop()
         try:
             records = fetch_window(client, window, http, cache, cancelled, progress,
-                                   max_rows - total if max_rows else 0, raw)
+                                   max_rows - total if max_rows else 0, raw, log)
         except PagingIgnoredError:
-            if window[1] - window[0] <= timedelta(hours=1):
-                raise PortalError("The server ignores paging even for a one-hour window.") from None
+            if window[1] - window[0] < timedelta(seconds=2):
+                raise PortalError("The server does not page even a one-second window.") from None
             mid = window[0] + (window[1] - window[0]) / 2
             mid = mid.replace(microsecond=0)
-            log(f"The server does not page {window[0]:%Y-%m-%d}…{window[1]:%Y-%m-%d}: splitting it in two.")
+            splits += 1
+            if splits <= 20 or splits % 100 == 0:
+                log(f"{window[0]:%Y-%m-%d %H:%M:%S}…{window[1]:%Y-%m-%d %H:%M:%S} does not fit one page "
+                    f"({client.page_cap or client.page_size} rows): splitting it in two ({splits} splits so far).")
             stack.extend([(mid, window[1]), (window[0], mid)])
             continue
         if max_rows:
