@@ -100,9 +100,17 @@ def http_server():
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
+                if isinstance(body, bytes):  # otherwise an iterable of pieces (a stream, cut or slow)
+                    if "Content-Length" not in headers:
+                        self.send_header("Content-Length", str(len(body)))
+                    body = [body]
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    for piece in body:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up (a deadline): nothing more to send
 
             do_GET = do_POST = _serve  # noqa: N815
 

@@ -10,6 +10,26 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+CITY_TZ = ZoneInfo("America/Chicago")  # the mock city's rows are local wall-clock times in this zone
+
+
+def local(moment: datetime) -> datetime:
+    """A naive local time of the mock city as an aware datetime (its real offset, DST included)."""
+    return moment.replace(tzinfo=CITY_TZ)
+
+
+def from_instant(text: str) -> datetime:
+    """An ISO instant sent by a client ('Z' or an offset) as the mock city's naive local time."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        return moment  # no offset: already a local wall-clock time
+    return moment.astimezone(CITY_TZ).replace(tzinfo=None)
+
+
+def utc_of(moment: datetime) -> datetime:
+    return local(moment).astimezone(timezone.utc).replace(tzinfo=None)
 
 CATEGORIES = ["Pothole in Street", "Rodent Baiting/Rat Complaint", "Graffiti Removal", "Street Light Out"]
 
@@ -46,7 +66,10 @@ class Portal:
         self.faults = {"socrata_2_0": False, "fail_429": 0, "retry_after": "1", "fail_500": 0, "hang_once": 0.0,
                        "truncate_once": False, "duplicate_across_pages": False, "insert_while_paging": False,
                        "ignore_paging": False, "arcgis_max": 50, "ckan_rows_max": 70, "token": None,
-                       "fail_after_requests": 0}
+                       "fail_after_requests": 0, "open311_max": 500, "repeat_last_page": False,
+                       "shuffle_ties": False, "inclusive_end": False, "arcgis_error_200": 0,
+                       "cut_body_once": False, "stall_once": 0.0, "drip_once": 0.0, "gzip_bomb": 0,
+                       "redirect_to": None, "open311_key": None, "plain_text_error_once": False}
         self.faults.update(faults)
         self.log: list[tuple[str, dict, dict]] = []
         self.counter = 0
@@ -70,6 +93,14 @@ class Portal:
         if f["hang_once"]:
             delay, f["hang_once"] = f["hang_once"], 0.0
             time.sleep(delay)
+        if f["redirect_to"]:  # e.g. a CDN on another host: the query string is carried over
+            return 302, {"Location": f["redirect_to"] + req.path}, b""
+        if f["gzip_bomb"]:
+            import gzip
+
+            size, f["gzip_bomb"] = f["gzip_bomb"], 0
+            return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, \
+                gzip.compress(b"[" + b" " * size + b"]", 6)
         for prefix, handler in (("/resource/", self.socrata), ("/open311/", self.open311),
                                 ("/api/v2/issues", self.seeclickfix), ("/arcgis/", self.arcgis),
                                 ("/api/3/action/", self.ckan)):
@@ -78,6 +109,15 @@ class Portal:
                 if f["truncate_once"] and status == 200 and len(body) > 20:
                     f["truncate_once"] = False
                     body = body[: len(body) // 2]
+                if f["cut_body_once"] and status == 200 and len(body) > 20:  # connection dropped half-way
+                    f["cut_body_once"] = False
+                    return status, {**headers, "Content-Length": str(len(body))}, [body[: len(body) // 2]]
+                if f["stall_once"] and status == 200 and len(body) > 20:  # half a body, then silence
+                    delay, f["stall_once"] = f["stall_once"], 0.0
+                    return status, headers, stalled(body, delay)
+                if f["drip_once"] and status == 200 and len(body) > 20:  # a byte at a time, never idle long
+                    seconds, f["drip_once"] = f["drip_once"], 0.0
+                    return status, headers, dripped(body, seconds)
                 return status, headers, body
         return self.json({"error": "no such endpoint"}, 404)
 
@@ -153,28 +193,36 @@ class Portal:
     def open311(self, path, p, headers):
         if not path.endswith("/requests.json"):
             return self.json([{"code": 404, "description": "Not found"}], 404)
+        if self.faults["open311_key"] and p.get("api_key") != self.faults["open311_key"]:
+            return self.json([{"code": 403, "description": "Invalid api_key"}], 403)
         try:
-            start = datetime.fromisoformat(p["start_date"].replace("Z", "+00:00")).replace(tzinfo=None)
-            end = datetime.fromisoformat(p["end_date"].replace("Z", "+00:00")).replace(tzinfo=None)
+            start, end = from_instant(p["start_date"]), from_instant(p["end_date"])
         except (KeyError, ValueError):
             return self.json([{"code": 400, "description": "start_date and end_date required"}], 400)
         if end - start > timedelta(days=90):
             return self.json([{"code": 400, "description": "Date range may not exceed 90 days"}], 400)
-        rows = sorted(self.in_window(start, end), key=lambda r: (r["created"], r["id"]))
-        size = min(int(p.get("page_size", 50)), 500)
+        rows = [r for r in self.rows if start <= r["created"] <= end] if self.faults["inclusive_end"] else \
+            self.in_window(start, end)
+        if self.faults["shuffle_ties"]:  # ordered by time only: ties come in a different order every time
+            random.Random(self.counter).shuffle(rows)
+            rows.sort(key=lambda r: r["created"])
+        else:
+            rows.sort(key=lambda r: (r["created"], r["id"]))
+        size = min(int(p.get("page_size", 50)), self.faults["open311_max"])  # clamped silently
         page_no = int(p.get("page", 1))
         if self.faults["ignore_paging"]:
             page = rows[:1000]
         else:
             page = rows[(page_no - 1) * size: page_no * size]
+            if not page and self.faults["repeat_last_page"] and rows:  # Zend/Laminas: past the end, the last page
+                last = (len(rows) - 1) // size
+                page = rows[last * size:(last + 1) * size]
         out = []
         for r in page:
-            created = r["created"].replace(tzinfo=timezone(timedelta(hours=-6)))
             rec = {"service_request_id": r["id"], "status": "closed" if r["closed"] else "open",
                    "service_name": r["category"], "service_code": "4fd3b656e750846c53000004",
-                   "requested_datetime": "not a date" if r.get("bad_date") else created.isoformat(),
-                   "updated_datetime": (r["closed"] or r["created"]).replace(
-                       tzinfo=timezone(timedelta(hours=-6))).isoformat(),
+                   "requested_datetime": "not a date" if r.get("bad_date") else local(r["created"]).isoformat(),
+                   "updated_datetime": local(r["closed"] or r["created"]).isoformat(),
                    "address": r["address"], "lat": r["lat"], "long": r["lon"], "media_url": ""}
             out.append(rec)
         return self.json(out)
@@ -183,9 +231,9 @@ class Portal:
     def seeclickfix(self, path, p, headers):
         if not headers.get("User-Agent"):
             return self.json({"request": "User-Agent required"}, 400)
-        after = datetime.fromisoformat(p["after"].replace("Z", "+00:00")).replace(tzinfo=None)
-        before = datetime.fromisoformat(p["before"].replace("Z", "+00:00")).replace(tzinfo=None)
-        rows = self.in_window(after, before)
+        rows = self.in_window(from_instant(p["after"]), from_instant(p["before"]))
+        if self.faults["shuffle_ties"]:
+            random.Random(self.counter).shuffle(rows)
         rows.sort(key=lambda r: r["created"], reverse=p.get("sort_direction", "DESC") == "DESC")
         per_page = min(int(p.get("per_page", 20)), 100)
         page_no = int(p.get("page", 1))
@@ -193,9 +241,8 @@ class Portal:
         pages = max(1, -(-len(rows) // per_page))
         issues = [{"id": int(r["id"].split("-")[1]), "status": r["status"].replace("Completed", "Closed"),
                    "summary": r["category"], "lat": r["lat"], "lng": r["lon"], "address": r["address"],
-                   "created_at": r["created"].replace(tzinfo=timezone(timedelta(hours=-5))).isoformat(),
-                   "closed_at": None if not r["closed"] else r["closed"].replace(
-                       tzinfo=timezone(timedelta(hours=-5))).isoformat(),
+                   "created_at": local(r["created"]).isoformat(),
+                   "closed_at": None if not r["closed"] else local(r["closed"]).isoformat(),
                    "request_type": {"id": 7, "title": r["category"]},
                    "reporter": {"id": 1, "name": "Private Person"}} for r in page]
         nxt = page_no + 1 if page_no < pages else None
@@ -209,6 +256,10 @@ class Portal:
             code = 499 if not p.get("token") else 498
             return self.json({"error": {"code": code, "message": "Token Required" if code == 499 else
                                         "Invalid Token", "details": []}})
+        if self.faults["arcgis_error_200"] > 0:  # a transient failure reported inside an HTTP-200 answer
+            self.faults["arcgis_error_200"] -= 1
+            return self.json({"error": {"code": 500, "message": "Error performing query operation",
+                                        "details": []}})
         if path.endswith("/FeatureServer/0"):
             return self.json({"currentVersion": 10.81, "maxRecordCount": self.faults["arcgis_max"],
                               "objectIdField": "OBJECTID", "advancedQueryCapabilities": {"supportsPagination": True},
@@ -220,9 +271,9 @@ class Portal:
             return self.json({"error": {"code": 400, "message": "Invalid query parameters", "details": []}})
         bounds = re.findall(r"CreatedDate (>=|<) TIMESTAMP '([^']*)'", where)
         rows = list(self.rows)
-        for op, value in bounds:
+        for op, value in bounds:  # date fields hold UTC, and so do TIMESTAMP literals
             t = datetime.fromisoformat(value)
-            rows = [r for r in rows if (r["created"] >= t if op == ">=" else r["created"] < t)]
+            rows = [r for r in rows if (utc_of(r["created"]) >= t if op == ">=" else utc_of(r["created"]) < t)]
         cat = re.search(r"SRType IN \((.*)\)", where)
         if cat:
             wanted = [v.replace("''", "'") for v in re.findall(r"'((?:[^']|'')*)'", cat.group(1))]
@@ -234,7 +285,7 @@ class Portal:
         page = rows[offset:offset + count]
         feats = []
         for r in page:
-            epoch = int((r["created"] - datetime(1970, 1, 1)).total_seconds() * 1000) + 6 * 3600 * 1000
+            epoch = int((utc_of(r["created"]) - datetime(1970, 1, 1)).total_seconds() * 1000)
             feats.append({"attributes": {"OBJECTID": index[r["id"]], "ServiceRequestNum": r["id"],
                                          "SRType": r["category"], "SRStatus": r["status"],
                                          "CreatedDate": None if r.get("bad_date") else epoch,
@@ -256,11 +307,26 @@ class Portal:
         rows = self.rows  # sorted by _id (insertion order)
         page = rows[offset:offset + limit]
         records = [{"_id": offset + i + 1, "case_id": r["id"], "open_date": r["created"].strftime(
-            "%Y-%m-%d %H:%M:%S") + "+00", "close_date": None if not r["closed"] else r["closed"].strftime(
-            "%Y-%m-%d %H:%M:%S+00"), "case_status": r["status"], "service_name": r["category"],
+            "%Y-%m-%d %H:%M:%S"), "close_date": None if not r["closed"] else r["closed"].strftime(
+            "%Y-%m-%d %H:%M:%S"), "case_status": r["status"], "service_name": r["category"],
             "full_address": r["address"], "latitude": None if r["lat"] is None else str(r["lat"]),
             "longitude": None if r["lon"] is None else str(r["lon"])} for i, r in enumerate(page)]
         return self.json({"help": "x", "success": True, "result": {
             "resource_id": "res-311", "limit": limit, "total": len(rows), "records": records,
             "_links": {"start": "/api/3/action/datastore_search", "next": f"/api/3/action/datastore_search?"
                        f"offset={offset + limit}"}}})
+
+
+def stalled(body: bytes, seconds: float):
+    """Half the body, then nothing for ``seconds`` (the client's read timeout should fire), then the rest."""
+    yield body[: len(body) // 2]
+    time.sleep(seconds)
+    yield body[len(body) // 2:]
+
+
+def dripped(body: bytes, seconds: float):
+    """The body spread over ``seconds``, a few bytes at a time: no single read waits long."""
+    step = max(1, len(body) // max(1, int(seconds / 0.05)))
+    for i in range(0, len(body), step):
+        yield body[i:i + step]
+        time.sleep(0.05)
