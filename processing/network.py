@@ -183,7 +183,7 @@ class DeadlineError(Exception):
 def request(session: requests.Session, method: str, url: str, feedback=None, *, params=None, json_body=None,
             timeout=DEFAULT_TIMEOUT, retries: int = 5, backoff_base: float = 1.0, backoff_cap: float = 60.0,
             secrets: tuple[str, ...] = (), rng: random.Random | None = None, deadline: float | None = None,
-            max_bytes: int = MAX_BODY_BYTES) -> requests.Response:
+            max_bytes: int | None = None) -> requests.Response:
     """One HTTP exchange with retries on connection errors, timeouts, bodies cut short, 429, 5xx and 202; others
     raise at once. ``deadline`` (seconds, default the read timeout) bounds each attempt from the request to the
     last byte of the body, so a server that drips bytes cannot outrun it; Cancel is checked while a body is read."""
@@ -191,6 +191,7 @@ def request(session: requests.Session, method: str, url: str, feedback=None, *, 
     import urllib3
 
     rng = rng or random.Random()
+    max_bytes = max_bytes or MAX_BODY_BYTES
     last_problem = ""
     read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
     limit = deadline if deadline is not None else read_timeout
@@ -238,11 +239,12 @@ def _decoder(encoding: str):
     return None
 
 
-def read_body(response: requests.Response, max_bytes: int = MAX_BODY_BYTES, deadline: float | None = None,
+def read_body(response: requests.Response, max_bytes: int | None = None, deadline: float | None = None,
               feedback=None) -> None:
     """Read a streamed response's body and keep it as the response's content, decoding gzip/deflate here with a
     cap on the decoded size. Reads return as soon as data arrives (``read1``), so the whole-exchange ``deadline``
     and Cancel are checked between them. A body cut short raises http.client.IncompleteRead (retried)."""
+    max_bytes = max_bytes or MAX_BODY_BYTES
     fp = getattr(response.raw, "_fp", None)  # the http.client response under urllib3: read1 does not wait
     reader = getattr(fp, "read1", None)
     decoder = _decoder(response.headers.get("Content-Encoding", ""))
@@ -321,17 +323,37 @@ def pause(seconds: float, feedback) -> None:
         time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
 
-def post_json(url: str, payload: Any, feedback=None, timeout=(5.0, 15.0), retries: int = 3) -> str | None:
-    """POST a JSON document; returns None on success or the reason it could not be delivered."""
-    session = make_session({"Content-Type": "application/json"})
+def webhook_secrets(url: str) -> tuple[str, ...]:
+    """The parts of a webhook URL that are secret: user info, the path (Slack and Teams keep the key there), the
+    query and each query value."""
+    from urllib.parse import parse_qsl
+
     parts = urlsplit(url)
-    # webhook URLs often carry their secret in the path (Slack, Teams): never echo it
-    secrets = tuple(x for x in (parts.path.strip("/"), parts.query) if len(x) > 1)
+    values = [parts.path.strip("/"), parts.query, parts.username or "", parts.password or ""]
+    values += [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
+    values += [seg for seg in parts.path.split("/") if len(seg) > 3]
+    return tuple(sorted({v for v in values if len(v) > 1}, key=len, reverse=True))
+
+
+def safe_url(url: str) -> str:
+    """scheme://host[:port]/… : a URL as it may appear in a log, a message or metadata."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}/…" if parts.scheme else "…"
+
+
+def post_json(url: str, payload: Any, feedback=None, timeout=(5.0, 15.0), retries: int = 3) -> str | None:
+    """POST a JSON document; returns None on success or the reason it could not be delivered (without any secret
+    part of the URL)."""
+    secrets = webhook_secrets(url)
+    session = make_session({"Content-Type": "application/json"}, secrets=secrets)
     try:
         request(session, "POST", url, feedback, json_body=json.loads(json.dumps(payload, default=str)),
                 timeout=timeout, retries=retries, backoff_base=0.5, backoff_cap=5.0, secrets=secrets)
         return None
     except NetworkError as err:
-        return str(err)
+        return _scrub(str(err).replace(url, safe_url(url)), secrets)
     finally:
         session.close()

@@ -197,7 +197,7 @@ def style_layer(layer: QgsVectorLayer, algorithm: str, key: str, hints: dict | N
     return True
 
 
-SECRET_KEYS = {"AUTH_CONFIG"}
+SECRET_KEYS = {"AUTH_CONFIG", "WEBHOOK_AUTH"}
 
 
 def describe_parameters(alg, parameters: dict) -> dict:
@@ -206,9 +206,9 @@ def describe_parameters(alg, parameters: dict) -> dict:
         if key in SECRET_KEYS:
             continue
         if key == "WEBHOOK_URL" and value:
-            from urllib.parse import urlsplit
+            from .network import safe_url
 
-            value = f"{urlsplit(str(value)).scheme}://{urlsplit(str(value)).netloc}/…"
+            value = safe_url(str(value))
         out[key] = str(value) if not isinstance(value, (int, float, bool)) else value
     return out
 

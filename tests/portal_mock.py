@@ -289,7 +289,8 @@ class Portal:
             feats.append({"attributes": {"OBJECTID": index[r["id"]], "ServiceRequestNum": r["id"],
                                          "SRType": r["category"], "SRStatus": r["status"],
                                          "CreatedDate": None if r.get("bad_date") else epoch,
-                                         "CloseDate": None, "Address": r["address"]},
+                                         "CloseDate": None, "Address": r["address"],
+                                         "Agency": r.get("agency", "Streets and Sanitation")},
                           "geometry": None if r["lat"] is None else {"x": r["lon"], "y": r["lat"]}})
         return self.json({"objectIdFieldName": "OBJECTID", "geometryType": "esriGeometryPoint",
                           "spatialReference": {"wkid": 4326}, "features": feats,

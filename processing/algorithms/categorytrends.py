@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterAuthConfig,
     QgsProcessingParameterDateTime,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterField,
@@ -53,7 +54,12 @@ class CategoryTrends(Civic311Algorithm):
         "WEBHOOK_URL (advanced): when set and some zone spikes, one JSON document is POSTed listing the spiking "
         "zones (zone_id, last_count, baseline_mean, spike_z, spike_category) — e.g. from a scheduled "
         "qgis_process run, to notify volunteers. It carries no token and no request-level data. Timeouts and "
-        "retries as for portal requests; a failed delivery is a warning and the analysis is still written."
+        "retries as for portal requests; a failed delivery is a warning and the analysis is still written.\n"
+        "Webhook URLs are secrets (Slack and Teams put the key in the path): the plugin never writes one to a "
+        "log, a warning, an output or its metadata (user:password@, path and query are redacted). QGIS itself "
+        "keeps every parameter value in the Processing history and in saved models, so prefer WEBHOOK_AUTH: a "
+        "QGIS authentication configuration ('Basic', the URL as its password; or 'API Header', the URL as the "
+        "header value) that holds the whole URL in QGIS's encrypted store; it takes precedence over WEBHOOK_URL."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -70,6 +76,9 @@ class CategoryTrends(Civic311Algorithm):
             QgsProcessingParameterDateTime.Type.Date, optional=True))
         self.addParameter(advanced(QgsProcessingParameterString(
             "WEBHOOK_URL", self.tr("Webhook URL for spike alerts"), optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterAuthConfig(
+            "WEBHOOK_AUTH", self.tr("Webhook URL from a QGIS authentication configuration (keeps it secret)"),
+            optional=True)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             "WEBHOOK_TIMEOUT", self.tr("Webhook read timeout (seconds; 2 retries)"),
             QgsProcessingParameterNumber.Type.Double, 10.0, minValue=0.1)))
@@ -135,6 +144,14 @@ class CategoryTrends(Civic311Algorithm):
         feedback.pushInfo(f"{n_per} {INTERVALS[interval]} periods up to the one starting {last}; "
                           f"{int(spike.sum())} zone(s) spike (z ≥ {threshold:g}).")
         url = self.parameterAsString(parameters, "WEBHOOK_URL", context).strip()
+        auth_id = self.parameterAsString(parameters, "WEBHOOK_AUTH", context)
+        if auth_id:
+            from .fetchrequests import auth_secret
+
+            url = auth_secret(auth_id)[1].strip()
+            if not url.lower().startswith(("http://", "https://")):
+                raise QgsProcessingException("WEBHOOK_AUTH must hold the webhook URL (http:// or https://) as its "
+                                             "password (or API-header value).")
         if url and spike.any():
             order = np.argsort(-spike_z[spike == 1])
             idx = np.flatnonzero(spike)[order]
