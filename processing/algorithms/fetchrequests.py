@@ -321,7 +321,7 @@ class FetchRequests(Civic311Algorithm):
             fmap = detect_schema(list(frame.columns), {k: v for k, v in field_map.items()
                                                        if k in MAP_KEYS and v in frame.columns}, xy_crs)
             fmap.tz = tz  # the preset's or TIMEZONE, never a guess from column names
-            fmap.xy_crs = xy_crs or (fmap.xy_crs if fmap.schema == api else None)
+            fmap.xy_crs = xy_crs  # the preset's or XY_CRS: a CRS is never guessed from column names either
             if categories and "category" not in fmap.columns:
                 raise QgsProcessingException(
                     "CATEGORIES needs a category column: add 'category' to FIELD_MAP (the portal field holding the "

@@ -409,3 +409,14 @@ def test_proxy_exclusions_are_honoured(run_alg, http_server, tmp_path):
     finally:
         s.setValue("proxy/proxyEnabled", False)
         s.remove("proxy/noProxyUrls")
+
+
+def test_custom_fetch_guesses_no_xy_crs(run_alg, http_server, tmp_path):
+    """Chicago-like column names do not pull in Chicago's state-plane CRS: without XY_CRS the X/Y-only row is
+    rejected as unlocated, with XY_CRS it is located."""
+    url = http_server(Portal().handle)
+    without = fetch(run_alg, url, tmp_path / "a", XY_CRS=None)
+    reasons = {f["raw_id"]: f["reject_reason"] for f in without["REJECTED"].getFeatures()}
+    assert reasons["SR24-000009"] == "missing coordinates"
+    with_crs = fetch(run_alg, url, tmp_path / "b")
+    assert "SR24-000009" in ids(with_crs)
