@@ -238,10 +238,7 @@ class ArcGIS(Client):
             return None
         code = err.get("code")
         message = f"{err.get('message')} {err.get('details') or ''}".strip()
-        try:
-            server_side = 500 <= int(code) < 600
-        except (TypeError, ValueError):
-            server_side = False
+        server_side = str(code).strip().isdigit() and 500 <= int(str(code).strip()) < 600
         if server_side or "error performing query operation" in message.lower():
             return f"ArcGIS {code}: {message}"
         return None
