@@ -10,7 +10,7 @@ import random
 import re
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from qgis.core import Qgis, QgsProcessingException, QgsSettings
@@ -120,12 +120,9 @@ def make_session(headers: dict[str, str] | None = None, secret_headers: tuple[st
 
 
 def proxies_for(session, url: str) -> dict | None:
-    """Per-request proxies: none for loopback and for hosts on QGIS's exclusion list."""
-    proxies = getattr(session, "civic311_proxies", None)
-    if proxies and bypasses_proxy(url, getattr(session, "civic311_excluded", [])):
-        return {"http": None, "https": None, "all": None}  # None removes the session's proxy for this request
-    if not proxies and bypasses_proxy(url, []):
-        return {"http": None, "https": None, "all": None}
+    """Per-request proxies: none for loopback and for hosts on QGIS's exclusion list (None: the session's)."""
+    if bypasses_proxy(url, getattr(session, "civic311_excluded", [])):
+        return {"http": None, "https": None, "all": None}  # None removes a proxy for this request
     return None
 
 
@@ -183,10 +180,12 @@ class DeadlineError(Exception):
 def request(session: requests.Session, method: str, url: str, feedback=None, *, params=None, json_body=None,
             timeout=DEFAULT_TIMEOUT, retries: int = 5, backoff_base: float = 1.0, backoff_cap: float = 60.0,
             secrets: tuple[str, ...] = (), rng: random.Random | None = None, deadline: float | None = None,
-            max_bytes: int | None = None) -> requests.Response:
+            max_bytes: int | None = None, check: Callable[[Any], str | None] | None = None) -> requests.Response:
     """One HTTP exchange with retries on connection errors, timeouts, bodies cut short, 429, 5xx and 202; others
     raise at once. ``deadline`` (seconds, default the read timeout) bounds each attempt from the request to the
-    last byte of the body, so a server that drips bytes cannot outrun it; Cancel is checked while a body is read."""
+    last byte of the body, so a server that drips bytes cannot outrun it; Cancel is checked while a body is read.
+    ``check(response)`` may name a problem in a successful answer that a retry may cure (a body that is not
+    JSON, an error inside an HTTP-200 body): it is retried like a 5xx."""
     import requests
     import urllib3
 
@@ -206,27 +205,31 @@ def request(session: requests.Session, method: str, url: str, feedback=None, *, 
             read_body(response, max_bytes, started + limit if limit else None, feedback)
             status = response.status_code  # only once the whole body arrived: a cut body is retried
             if status < 400 and status != 202:
-                return response
-            retry_after = response.headers.get("Retry-After")
-            last_problem = f"HTTP {status}: {_server_message(response)}"
+                last_problem = (check(response) if check is not None else None) or ""
+                if not last_problem:
+                    return response
+                status = None  # a problem in a successful answer: retried like a connection error
+            else:
+                retry_after = response.headers.get("Retry-After")
+                last_problem = f"HTTP {status}: {_server_message(response)}"
         except BodyTooLargeError as err:
-            raise NetworkError(f"{method} {_scrub(redact_url(url), secrets)}: {err}") from None
+            raise NetworkError(f"{method} {scrub(redact_url(url), secrets)}: {err}") from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, DeadlineError,
                 http.client.HTTPException, OSError) as err:
             if feedback is not None and feedback.isCanceled():
                 raise NetworkError("Cancelled.") from None
             last_problem = f"{type(err).__name__}: {err}"
         except (UnicodeError, ValueError) as err:  # a malformed URL or header: retrying cannot help
-            raise NetworkError(f"{method} {_scrub(redact_url(url), secrets)} is not a valid request: "
-                               f"{_scrub(str(err), secrets)}") from None
-        last_problem = _scrub(last_problem, secrets)
+            raise NetworkError(f"{method} {scrub(redact_url(url), secrets)} is not a valid request: "
+                               f"{scrub(str(err), secrets)}") from None
+        last_problem = scrub(last_problem, secrets)
         if not should_retry(status) or attempt == retries:
             break
         delay = backoff_delay(attempt, retry_after, backoff_base, backoff_cap, rng)
         if feedback is not None:
             feedback.pushInfo(f"{last_problem[:200]} — retrying in {delay:.1f} s ({attempt + 1}/{retries})")
         pause(delay, feedback)
-    raise NetworkError(f"{method} {_scrub(redact_url(url), secrets)} failed: {last_problem}")
+    raise NetworkError(f"{method} {scrub(redact_url(url), secrets)} failed: {last_problem}")
 
 
 def _decoder(encoding: str):
@@ -301,17 +304,13 @@ def secret_forms(secret: str) -> list[str]:
     return sorted((f for f in forms if f), key=len, reverse=True)
 
 
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every form of every secret replaced by ***."""
     for secret in secrets:
         if secret:
             for form in secret_forms(secret):
                 text = text.replace(form, "***")
     return text
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every form of every secret replaced by ***."""
-    return _scrub(text, secrets)
 
 
 def pause(seconds: float, feedback) -> None:
@@ -354,6 +353,6 @@ def post_json(url: str, payload: Any, feedback=None, timeout=(5.0, 15.0), retrie
                 timeout=timeout, retries=retries, backoff_base=0.5, backoff_cap=5.0, secrets=secrets)
         return None
     except NetworkError as err:
-        return _scrub(str(err).replace(url, safe_url(url)), secrets)
+        return scrub(str(err).replace(url, safe_url(url)), secrets)
     finally:
         session.close()

@@ -25,8 +25,7 @@ from qgis.core import (
 
 from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
-from ..core.retry import backoff_delay
-from ..network import NetworkError, make_session, pause, request, scrub
+from ..network import NetworkError, make_session, request, scrub
 from ..presets import load_presets
 from ..requestio import compact_frame, locate_xy, records_frame, write_outputs
 from ._zonal import advanced
@@ -233,37 +232,26 @@ class FetchRequests(Civic311Algorithm):
         timeout = (min(10.0, limit), limit)
 
         last_raw: list = [None]
+        decoded: list = [None]
+
+        def decode(response):
+            """The JSON body (kept for http) or the problem that makes the answer worth fetching again."""
+            try:
+                try:
+                    decoded[0] = json.loads(response.content)  # bytes: the encoding is detected, no decoded copy
+                    # plain UTF-8 JSON: the page cache can store it as received
+                    last_raw[0] = response.content if json.detect_encoding(response.content) == "utf-8" else None
+                except UnicodeDecodeError:
+                    decoded[0], last_raw[0] = response.json(), None
+            except ValueError as err:
+                return (f"{urlsplit(response.url).netloc} sent a response that is not valid JSON "
+                        f"({len(response.content)} bytes): {str(err)[:120]}")
+            return client.transient_problem(decoded[0])
 
         def http(url, params):
-            problem = ""
-            for attempt in range(retries + 1):
-                response = request(session, "GET", url, feedback, params=params, secrets=secrets, timeout=timeout,
-                                   retries=retries, deadline=limit)
-                try:
-                    try:
-                        body = json.loads(response.content)  # bytes: the encoding is detected, no decoded copy
-                        # plain UTF-8 JSON: the page cache can store it as received
-                        plain = json.detect_encoding(response.content) == "utf-8"
-                        last_raw[0] = response.content if plain else None
-                    except UnicodeDecodeError:
-                        body, last_raw[0] = response.json(), None
-                except ValueError as err:
-                    problem = (f"{urlsplit(url).netloc} sent a response that is not valid JSON "
-                               f"({len(response.content)} bytes): {str(err)[:120]}")
-                    if attempt < min(retries, 2):
-                        feedback.pushInfo(problem + " — fetching it again")
-                        continue
-                    break
-                problem = client.transient_problem(body) or ""
-                if not problem:
-                    return body
-                problem = scrub(problem, secrets)
-                if attempt == retries:
-                    break
-                delay = backoff_delay(attempt)
-                feedback.pushInfo(f"{problem[:200]} — retrying in {delay:.1f} s ({attempt + 1}/{retries})")
-                pause(delay, feedback)
-            raise PortalError(problem)
+            request(session, "GET", url, feedback, params=params, secrets=secrets, timeout=timeout,
+                    retries=retries, deadline=limit, check=decode)
+            return decoded[0]
 
         def progress(n):
             fetched[0] += n
