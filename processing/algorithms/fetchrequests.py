@@ -216,7 +216,10 @@ class FetchRequests(Civic311Algorithm):
         query = Query(base_url, dataset, field_map, categories, bbox,
                       self.parameterAsInt(parameters, "PAGE_SIZE", context),
                       (preset or {}).get("location_field") or field_map.get("location"), token_param, tz)
-        client = CLIENTS[api](query)
+        try:
+            client = CLIENTS[api](query)
+        except ValueError as err:
+            raise QgsProcessingException(f"FIELD_MAP: {err}") from None
         cache_dir = self.parameterAsFile(parameters, "CACHE_DIR", context) or \
             str(Path(QgsApplication.qgisSettingsDirPath()) / "civic311" / "cache")
         check_cache_dir(cache_dir)

@@ -10,6 +10,7 @@ offsets, and each API's end-of-data signal (short page, exceededTransferLimit, n
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -23,10 +24,6 @@ class PortalError(Exception):
     """The portal answered with an error (its own message is in the text)."""
 
 
-class TransientPortalError(PortalError):
-    """An error the portal reports inside a successful HTTP answer that a retry may cure (ArcGIS 5xx codes)."""
-
-
 class PagingIgnoredError(Exception):
     """This window cannot be paged reliably (the server ignores paging, clamps, or its order has ties): fetch it
     again as two halves."""
@@ -35,6 +32,18 @@ class PagingIgnoredError(Exception):
 def soql_quote(value: str) -> str:
     """A SoQL / SQL string literal: single quotes doubled, so a value cannot change the query."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def check_identifiers(api: str, names: dict[str, str | None]) -> None:
+    """Field names that go into a server query (SoQL $where, ArcGIS where) must be plain identifiers: a name
+    with quotes, spaces or parentheses could change the query. Raises ValueError naming the field."""
+    for key, name in names.items():
+        if name and not IDENTIFIER.fullmatch(name):
+            raise ValueError(f"{name!r} ({key}) is not a plain field name, so it cannot be sent in a {api} query: "
+                             "use the portal's API field name (letters, digits, underscores).")
 
 
 def month_windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
@@ -80,9 +89,6 @@ class PageState:
 
 class Client:
     key = ""
-    filters_dates_on_server = True
-    filters_categories_on_server = False
-    filters_area_on_server = False
     # APIs with no unique sort order: page numbers over a window with ties lose and repeat rows, so windows are
     # split until each fits one page (fetch_window_fitting)
     fits_windows = False
@@ -95,8 +101,7 @@ class Client:
 
     def server_filters(self) -> dict[str, str | None]:
         """For each filter (dates, categories, area): how the server applies it, or None when it cannot."""
-        return {"dates": "created-date window" if self.filters_dates_on_server else None,
-                "categories": None, "area": None}
+        return {"dates": "created-date window", "categories": None, "area": None}
 
     def transient_problem(self, body: Any) -> str | None:
         """The portal's message when a successful HTTP answer carries an error a retry may cure."""
@@ -125,8 +130,11 @@ class Client:
 
 class Socrata(Client):
     key = "socrata"
-    filters_categories_on_server = True
-    filters_area_on_server = True
+
+    def __init__(self, query: Query):
+        super().__init__(query)
+        check_identifiers("SoQL", {"created_at": query.fields.get("created_at"),
+                                   "category": query.fields.get("category"), "location": query.location_field})
 
     def server_filters(self):
         return {"dates": f"$where on {self.q.fields.get('created_at', 'created_date')}",
@@ -185,7 +193,6 @@ class Open311(Client):
 
 class SeeClickFix(Client):
     key = "seeclickfix"
-    filters_area_on_server = True
     fits_windows = True
     id_key = "id"
 
@@ -218,8 +225,11 @@ class SeeClickFix(Client):
 
 class ArcGIS(Client):
     key = "arcgis"
-    filters_categories_on_server = True
-    filters_area_on_server = True
+
+    def __init__(self, query: Query):
+        super().__init__(query)
+        check_identifiers("ArcGIS", {"created_at": query.fields.get("created_at"),
+                                     "category": query.fields.get("category")})
 
     def layer_url(self):
         ds = self.q.dataset.strip()
@@ -307,7 +317,6 @@ class ArcGIS(Client):
 
 class CKAN(Client):
     key = "ckan"
-    filters_dates_on_server = False
 
     def server_filters(self):
         return {"dates": None, "categories": None, "area": None}

@@ -420,3 +420,17 @@ def test_custom_fetch_guesses_no_xy_crs(run_alg, http_server, tmp_path):
     assert reasons["SR24-000009"] == "missing coordinates"
     with_crs = fetch(run_alg, url, tmp_path / "b")
     assert "SR24-000009" in ids(with_crs)
+
+
+def test_an_html_page_with_http_200_is_retried_then_a_clear_error(run_alg, http_server, tmp_path):
+    """A portal's maintenance page served as HTTP 200: fetched again like a 5xx, then an error that says what came
+    back (never an empty layer)."""
+    served = []
+
+    def maintenance(req):
+        served.append(req.path)
+        return 200, {"Content-Type": "text/html"}, b"<html><body>Down for maintenance</body></html>"
+
+    with pytest.raises(QgsProcessingException, match="not valid JSON"):
+        fetch(run_alg, http_server(maintenance), tmp_path, RETRIES=2)
+    assert len(served) == 3  # the first try and two retries

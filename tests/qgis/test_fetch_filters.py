@@ -149,3 +149,15 @@ def test_dates_are_checked_locally_for_every_api(run_alg, http_server, tmp_path,
         reasons = {f["raw_id"]: f["reject_reason"] for f in res["REJECTED"].getFeatures()}
         assert reasons[rows[20]["id"]] == "outside the date range"
         assert "1 row(s) removed locally" in line
+
+
+@pytest.mark.parametrize("api", ["socrata", "arcgis"])
+def test_a_field_name_that_would_change_the_server_query_is_refused(run_alg, http_server, tmp_path, api):
+    portal = Portal()
+    url = http_server(portal.handle)
+    index, base, dataset, with_map, _ = api_args(api, url)
+    crafted = {**with_map, "category": "sr_type) OR (1=1"}
+    with pytest.raises(QgsProcessingException, match=r"'sr_type\) OR \(1=1' \(category\) is not a plain field"):
+        fetch(run_alg, base, tmp_path, api=index, dataset=dataset, FIELD_MAP=json.dumps(crafted),
+              CATEGORIES="Graffiti Removal")
+    assert not portal.log  # refused before any request
