@@ -429,7 +429,7 @@ class PageCache:
                 self._writer = None
 
     @staticmethod
-    def _atomic_write(path, data: bytes) -> None:
+    def _atomic_write(path, *pieces: bytes) -> None:
         """Write under a name no other run uses, then rename into place (atomic on one file system)."""
         import os
         import uuid
@@ -437,7 +437,8 @@ class PageCache:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
         try:
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                for piece in pieces:  # a header and a page body are written without joining them first
+                    fh.write(piece)
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -453,7 +454,7 @@ class PageCache:
         d.mkdir(parents=True, exist_ok=True)
         body = raw if raw is not None else json.dumps(records).encode("utf-8")
         head = b"%s %d %d\n" % (self.MAGIC, len(body), zlib.crc32(body))
-        self._atomic_write(d / f"page_{index:05d}.json", head + body)
+        self._atomic_write(d / f"page_{index:05d}.json", head, body)
 
     def done(self, window) -> bool:
         return (self._dir(window) / "done").exists()
