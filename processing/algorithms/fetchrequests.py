@@ -23,14 +23,29 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, detect_schema, normalise
+from ..core.infer import SAMPLE_ROWS
+from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, MissingRole, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
 from ..network import NetworkError, make_session, request, scrub
 from ..presets import load_presets
-from ..requestio import compact_frame, locate_xy, records_frame, write_outputs
+from ..requestio import (
+    check_timezone,
+    columns_with_samples,
+    compact_frame,
+    locate_xy,
+    parse_field_map,
+    records_frame,
+    write_outputs,
+)
 from ._zonal import advanced
 from .base import Civic311Algorithm
-from .importrequests import NORMALISED_HELP, REQUEST_OUTPUT_FIELDS, add_count_outputs, add_request_sinks
+from .importrequests import (
+    NORMALISED_HELP,
+    REQUEST_OUTPUT_FIELDS,
+    add_count_outputs,
+    add_request_sinks,
+    report_mapping,
+)
 
 
 def auth_secret(auth_id: str) -> tuple[str, str]:
@@ -169,16 +184,7 @@ class FetchRequests(Civic311Algorithm):
             field_map = {}
             if not base_url and not dataset.startswith("http"):
                 raise QgsProcessingException("With the Custom preset, give BASE_URL (and DATASET).")
-        user_map = self.parameterAsString(parameters, "FIELD_MAP", context).strip()
-        if user_map:
-            try:
-                extra_map = json.loads(user_map)
-            except ValueError as err:
-                raise QgsProcessingException(f"FIELD_MAP is not valid JSON: {err}") from err
-            if not isinstance(extra_map, dict):
-                raise QgsProcessingException("FIELD_MAP must be a JSON object: {\"normalised field\": \"portal "
-                                             "field\", …}.")
-            field_map.update(extra_map)
+        field_map.update(parse_field_map(self.parameterAsString(parameters, "FIELD_MAP", context)))
         xy_crs = (preset or {}).get("xy_crs")
         if parameters.get("XY_CRS"):
             crs = self.parameterAsCrs(parameters, "XY_CRS", context)
@@ -310,7 +316,8 @@ class FetchRequests(Civic311Algorithm):
                 field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon",
                              "category": "_category"}
             fmap = detect_schema(list(frame.columns), {k: v for k, v in field_map.items()
-                                                       if k in MAP_KEYS and v in frame.columns}, xy_crs)
+                                                       if k in MAP_KEYS and v in frame.columns}, xy_crs,
+                                 sample=frame.head(SAMPLE_ROWS))
             fmap.tz = tz  # the preset's or TIMEZONE, never a guess from column names
             fmap.xy_crs = xy_crs  # the preset's or XY_CRS: a CRS is never guessed from column names either
             if categories and "category" not in fmap.columns:
@@ -318,12 +325,18 @@ class FetchRequests(Civic311Algorithm):
                     "CATEGORIES needs a category column: add 'category' to FIELD_MAP (the portal field holding the "
                     "request type).")
             result = normalise(frame, fmap, source, bbox=area, categories=categories, date_range=(start, end))
+        except MissingRole as err:
+            key = "latitude' and 'longitude" if err.role == "location" else err.role
+            raise QgsProcessingException(f"{err} Add '{key}' to FIELD_MAP (the portal field holding it). Fields "
+                                         f"returned: {columns_with_samples(frame)}") from None
         except ValueError as err:
-            raise QgsProcessingException(f"{err} Columns returned: {', '.join(map(str, columns[:40]))}") from err
+            raise QgsProcessingException(f"{err} Fields returned: {columns_with_samples(frame)}") from None
         del frame
         locate_xy(result, fmap.xy_crs, context, bbox=area)
         report_filters(feedback, result, server, fmap, categories, bbox)
+        report_mapping(feedback, fmap, result)
         self.metadata_extra = {
+            "Column mapping": "; ".join(fmap.table()),
             "Source portal": f"{API_NAMES[API_KEYS.index(api)]} {source}",
             "Query": f"created {start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d}"
                      + (f"; categories {', '.join(categories)}" if categories else "")
@@ -334,16 +347,6 @@ class FetchRequests(Civic311Algorithm):
             "licence": (preset or {}).get("licence", "See the portal's terms of use"),
         }
         return write_outputs(self, parameters, context, feedback, result, source)
-
-
-def check_timezone(tz: str) -> None:
-    from zoneinfo import ZoneInfo
-
-    try:
-        ZoneInfo(tz)
-    except (ValueError, KeyError, OSError) as err:
-        raise QgsProcessingException(f"TIMEZONE {tz!r} is not an IANA time zone name (e.g. America/Chicago).") \
-            from err
 
 
 def check_cache_dir(path: str) -> None:

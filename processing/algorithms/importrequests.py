@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""civic311:importrequests — import a portal's export file into the normalised request layer."""
+"""civic311:importrequests — import any city's 311 export file into the normalised request layer."""
 
 from __future__ import annotations
 
@@ -10,14 +10,29 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterString,
 )
 
-from ..core.normalise import COORDINATE_KEYS, detect_schema, normalise
-from ..requestio import csv_columns, locate_xy, read_csv_columns, read_file, write_outputs
+from ..core.infer import SAMPLE_ROWS, placeholder_points
+from ..core.normalise import COORDINATE_KEYS, MissingRole, detect_schema, normalise
+from ..requestio import (
+    check_timezone,
+    columns_with_samples,
+    csv_columns,
+    csv_sample,
+    detect_encoding,
+    locate_xy,
+    move_to_rejected,
+    parse_field_map,
+    read_csv_columns,
+    read_file,
+    write_outputs,
+)
 from .base import Civic311Algorithm
 
 OVERRIDES = (("ID_FIELD", "request_id", "Request id column"), ("DATE_FIELD", "created_at", "Creation date column"),
@@ -25,7 +40,13 @@ OVERRIDES = (("ID_FIELD", "request_id", "Request id column"), ("DATE_FIELD", "cr
              ("LAT_FIELD", "latitude", "Latitude column"), ("LON_FIELD", "longitude", "Longitude column"),
              ("X_FIELD", "x", "X column (projected)"), ("Y_FIELD", "y", "Y column (projected)"))
 REQUEST_OUTPUT_FIELDS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency",
-                         "address", "source")
+                         "address", "source", "channel", "city_initiated")
+# what to set when a role cannot be inferred, per algorithm
+IMPORT_HINTS = {"request_id": "Set ID_FIELD (or 'request_id' in FIELD_MAP) to the column holding the request id.",
+                "created_at": "Set DATE_FIELD (or 'created_at' in FIELD_MAP) to the column holding the creation "
+                              "date.",
+                "location": "Set LAT_FIELD and LON_FIELD, 'point' in FIELD_MAP (a text column of points), or "
+                            "X_FIELD and Y_FIELD with XY_CRS."}
 
 
 def add_count_outputs(alg) -> None:
@@ -42,12 +63,21 @@ def add_request_sinks(alg) -> None:
         createByDefault=False))
 
 
+def advanced(param):
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    return param
+
+
 NORMALISED_HELP = (
     "Normalised fields, in this order: request_id (unique in the layer), created_at, closed_at (NULL when open), "
-    "status, category, descriptor, agency, address, source (portal host + dataset, or import: + file name). No "
-    "other field of the source is carried over. Dates with an offset (Open311, SeeClickFix) or in epoch "
-    "milliseconds (ArcGIS) are converted to the city's local time; floating timestamps (Socrata, CKAN, CSV "
-    "exports) are kept as published (local time).\n\n"
+    "status, category, descriptor, agency, address, source (portal host + dataset, or import: + file name), "
+    "channel (the intake channel as published, e.g. Phone, Internal, Constituent Call; NULL when the source has "
+    "none) and city_initiated (1 when the channel says city staff generated the request — Internal, Employee "
+    "Generated, City Worker App…; 0 when it says a resident reported it — call, web, app, e-mail…; NULL when "
+    "unknown). No other field of the source is carried over. created_at and closed_at are the city's local "
+    "wall-clock time: times written without an offset (Socrata, CKAN, most CSV exports) are kept as written; "
+    "times with an offset or 'Z', and epoch numbers (ArcGIS, SeeClickFix), are converted to the city's zone "
+    "(TIMEZONE; kept in UTC with a warning when no zone is known).\n\n"
     "Every row is either kept or listed in REJECTED with reject_reason and its raw id: missing or unparseable "
     "created_at, missing request id, missing, zero or out-of-range coordinates, unusable X/Y, outside the "
     "requested area; a repeated request id keeps the first row and lists the others as 'duplicate request id'. "
@@ -62,13 +92,28 @@ class ImportRequests(Civic311Algorithm):
     GROUP = "fetch"
     OUTPUT_FIELDS = REQUEST_OUTPUT_FIELDS
     HELP = (
-        "Imports a 311 export file — CSV, GeoJSON, Socrata JSON (.json rows), Open311 GeoReport JSON, "
-        "SeeClickFix, CKAN or Esri JSON — into one normalised point layer (EPSG:4326).\n\n"
-        "The column layout is detected from the common export schemas: New York City (erm2-nwe9), Chicago "
-        "(v6vf-nfxy and the legacy per-type extracts, with or without column prefixes), San Francisco "
-        "(vw6y-z8j6), Boston (CKAN legacy and new system), Open311 GeoReport v2 and SeeClickFix. The *_FIELD "
-        "parameters override the detection; X_FIELD/Y_FIELD with XY_CRS use projected coordinates (e.g. "
-        "Chicago's state-plane X/Y, EPSG:3435) for rows without latitude/longitude.\n\n" + NORMALISED_HELP
+        "Imports a 311 export file of any city — CSV (UTF-8, UTF-16 or Windows-1252, detected), GeoJSON, Socrata "
+        "JSON rows, Open311 GeoReport JSON, SeeClickFix, CKAN or Esri JSON — into one normalised point layer "
+        "(EPSG:4326).\n\n"
+        "Which column holds what is inferred for each field on its own, from the column's name and its values "
+        "(known city schemas only raise a name's score): the request id is an id-like column whose values are "
+        "unique; created_at the creation-date column whose values parse as dates (of several, the one almost "
+        "always present that is earliest in most rows); category the best type/category column, a row whose "
+        "category is empty taking the next candidate column; and so on. A row's location is the first usable of: "
+        "latitude/longitude columns, nested coordinates (Socrata location, GeoJSON or Esri geometry, SeeClickFix "
+        "lat/lng), a text column of points ('(lat, lon)' or 'POINT (lon lat)'), projected X/Y with XY_CRS (also "
+        "latitude/longitude columns that hold projected numbers). A multipoint takes its first point, a polygon "
+        "its point on surface (counted in a warning). The log shows the mapping as a table (field <- column, and "
+        "why) with the rows each field could not read; the same table is in the output layer's metadata.\n\n"
+        "The *_FIELD parameters and FIELD_MAP (JSON, normalised field -> column, including latitude, longitude, x, "
+        "y, point and channel) override the inference. Time zones and CRSs are never taken from a city schema "
+        "because column names resemble it: give TIMEZONE and XY_CRS.\n\n"
+        "Placeholder locations: cities put requests they cannot locate on a default point (often City Hall). A "
+        "coordinate (to 1e-6°) shared by at least 5 requests whose addresses name at least 4 unrelated streets "
+        "(streets sharing no name word, after house numbers, street types and the city's own name are set aside), "
+        "in at least 30 % of its requests, is such a point: its rows go to REJECTED as 'placeholder location' (KEEP_PLACEHOLDERS keeps "
+        "them), and the log names each point. A building with many requests is kept however its address is spelt, and so is a housing estate geocoded to one point (two or three streets).\n\n"
+        + NORMALISED_HELP
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -78,41 +123,104 @@ class ImportRequests(Civic311Algorithm):
         for key, _, label in OVERRIDES:
             self.addParameter(QgsProcessingParameterString(key, self.tr(label), optional=True))
         self.addParameter(QgsProcessingParameterCrs("XY_CRS", self.tr("CRS of the X/Y columns"), optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "TIMEZONE", self.tr("Time zone of the city (IANA name, e.g. America/New_York)"), optional=True))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            "FIELD_MAP", self.tr("Field map (JSON: normalised field -> column)"), optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            "KEEP_PLACEHOLDERS", self.tr("Keep requests at placeholder locations"), defaultValue=False)))
         add_request_sinks(self)
         add_count_outputs(self)
 
     def execute(self, parameters, context, feedback):
         path = self.parameterAsFile(parameters, "INPUT", context)
-        columns = csv_columns(path)
-        frame = read_file(path) if columns is None else None  # JSON is read whole; CSV after the schema is known
-        if frame is not None:
-            if frame.empty and len(frame.columns) == 0:
-                raise QgsProcessingException(f"{Path(path).name} holds no rows.")
-            columns = list(frame.columns)
-        elif not columns:
-            raise QgsProcessingException(f"{Path(path).name} holds no rows.")
-        overrides = {key: self.parameterAsString(parameters, param, context).strip()
-                     for param, key, _ in OVERRIDES if self.parameterAsString(parameters, param, context).strip()}
+        name = Path(path).name
+        overrides = parse_field_map(self.parameterAsString(parameters, "FIELD_MAP", context))
+        for param, key, _ in OVERRIDES:
+            value = self.parameterAsString(parameters, param, context).strip()
+            if value:
+                overrides[key] = value
         xy_crs = None
         if parameters.get("XY_CRS"):
             crs = self.parameterAsCrs(parameters, "XY_CRS", context)
             xy_crs = crs.authid() or crs.toWkt() if crs.isValid() else None
+        tz = self.parameterAsString(parameters, "TIMEZONE", context).strip() or None
+        if tz:
+            check_timezone(tz)
+        columns = csv_columns(path)
+        encoding = None
+        if columns is None:  # JSON is read whole
+            frame = read_file(path)
+            columns = [str(c) for c in frame.columns]
+            sample = frame.head(SAMPLE_ROWS)
+            if frame.attrs.get("xy_crs") and not xy_crs:  # the file's own CRS (Esri spatialReference)
+                xy_crs = frame.attrs["xy_crs"]
+                feedback.pushInfo(f"The file's geometries are in {xy_crs} (its spatialReference).")
+            if "_geom_x" in columns:
+                overrides.setdefault("x", "_geom_x")
+                overrides.setdefault("y", "_geom_y")
+            if frame.attrs.get("polygons"):
+                feedback.pushWarning(f"{frame.attrs['polygons']} request(s) have a polygon geometry: each is located "
+                                     "at its polygon's point on surface.")
+        else:
+            encoding, bad_bytes = detect_encoding(Path(path))
+            feedback.pushInfo(f"Encoding: {encoding}" + (f" ({bad_bytes} byte(s) that do not decode are shown as "
+                                                         "'\ufffd' in their own values)" if bad_bytes else ""))
+            sample = csv_sample(path, encoding, SAMPLE_ROWS)
+            if sample.empty:
+                raise QgsProcessingException(f"{name} has a header but no rows: there is nothing to import.")
+            frame = None
         if "_geom_lon" in columns and "longitude" not in overrides:
             overrides.setdefault("longitude", "_geom_lon")
             overrides.setdefault("latitude", "_geom_lat")
         try:
-            fmap = detect_schema(columns, overrides, xy_crs)
-            feedback.pushInfo(f"Detected schema: {fmap.schema}; columns used: "
-                              + ", ".join(f"{k}={v}" for k, v in fmap.columns.items()))
+            fmap = detect_schema(columns, overrides, xy_crs, sample=sample)
+            fmap.tz = tz
             if frame is None:
-                used = [*fmap.columns.values(), *filter(None, [fmap.closed_from])]
-                frame = read_csv_columns(path, columns, used,
-                                         tuple(fmap.columns[k] for k in COORDINATE_KEYS if k in fmap.columns))
-            result = normalise(frame, fmap, f"import:{Path(path).name}")
+                numeric = (*(fmap.columns[k] for k in COORDINATE_KEYS if k in fmap.columns),
+                           *(c for pair in fmap.pairs for c in pair))
+                frame = read_csv_columns(path, columns, fmap.used(), numeric, encoding or "utf-8")
+            result = normalise(frame, fmap, f"import:{name}")
+        except MissingRole as err:
+            raise QgsProcessingException(
+                f"{err} {IMPORT_HINTS[err.role]} Columns in {name}: {columns_with_samples(sample)}") from None
         except ValueError as err:
-            raise QgsProcessingException(f"{err} Columns found: {', '.join(map(str, columns[:40]))}") from err
+            raise QgsProcessingException(f"{err} Columns in {name}: {columns_with_samples(sample)}") from None
         del frame
+        report_mapping(feedback, fmap, result)
         locate_xy(result, fmap.xy_crs, context)
         if np.any(result.kept["use_xy"]):
             feedback.pushInfo(f"{int(result.kept['use_xy'].sum())} row(s) located from X/Y ({fmap.xy_crs}).")
-        return write_outputs(self, parameters, context, feedback, result, f"import:{Path(path).name}")
+        elif "x" in fmap.columns and not fmap.xy_crs:
+            feedback.pushInfo(f"X/Y columns {fmap.columns['x']!r}/{fmap.columns['y']!r} were not used: set XY_CRS to "
+                              "locate rows that only have them.")
+        self.flag_placeholders(parameters, context, feedback, result)
+        self.metadata_extra = {"Imported from": name, "Encoding": encoding or "JSON",
+                               "Time zone": tz or "none given (instants kept in UTC)",
+                               "Column mapping": "; ".join(fmap.table())}
+        return write_outputs(self, parameters, context, feedback, result, f"import:{name}")
+
+    def flag_placeholders(self, parameters, context, feedback, result) -> None:
+        kept = result.kept
+        address = kept["address"].to_numpy(dtype=object)
+        if not kept["address"].notna().any():
+            feedback.pushInfo("No address column: placeholder locations cannot be detected.")
+            return
+        mask, points = placeholder_points(kept["lon"].to_numpy(float), kept["lat"].to_numpy(float), address)
+        keep = self.parameterAsBoolean(parameters, "KEEP_PLACEHOLDERS", context)
+        for lon, lat, count, streets in points:
+            feedback.pushWarning(f"Placeholder location {lat:.6f}, {lon:.6f}: {count} request(s) whose addresses "
+                                 f"name {streets} unrelated streets share this exact point" + (" (kept: KEEP_PLACEHOLDERS)." if keep
+                                                                                  else "; they go to REJECTED."))
+        if not keep:
+            move_to_rejected(result, mask, "placeholder location")
+
+
+def report_mapping(feedback, fmap, result) -> None:
+    """The column mapping as a table, and the rows each field could not read."""
+    feedback.pushInfo("Columns used (field <- column, why):")
+    for line in fmap.table():
+        feedback.pushInfo(f"  {line}")
+    unread = {k: v for k, v in result.unread.items() if v}
+    if unread:
+        feedback.pushInfo("Rows whose value could not be read: " + ", ".join(f"{k} {v}" for k, v in unread.items()))

@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .infer import FieldMap, classify_channel, infer_roles
+
 if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
     import pandas as pd
 
 FIELDS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
-          "source")
+          "source", "channel", "city_initiated")
 TEXT_FIELDS = ("status", "category", "descriptor", "agency", "address")
 MAP_KEYS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
-            "latitude", "longitude", "x", "y")
+            "channel", "latitude", "longitude", "x", "y", "point")
 COORDINATE_KEYS = ("latitude", "longitude", "x", "y")
 PLACEHOLDERS = {"", "n/a", "na", "null", "none", "unspecified", "nan"}
 
@@ -63,7 +65,7 @@ SCHEMAS: dict[str, dict] = {
            "tz": "America/Los_Angeles"},
     "boston": {"request_id": ["case_enquiry_id", "case_id"], "created_at": ["open_dt", "open_date"],
                "closed_at": ["closed_dt", "close_date"], "status": ["case_status"],
-               "category": ["type", "service_name", "case_topic"], "descriptor": ["reason", "subject"],
+               "category": ["type", "service_name", "case_topic"], "descriptor": ["reason"],
                "agency": ["department", "assigned_department"], "address": ["location", "full_address"],
                "latitude": ["latitude"], "longitude": ["longitude"], "tz": "America/New_York"},
     "open311": {"request_id": ["service_request_id"], "created_at": ["requested_datetime"],
@@ -75,73 +77,36 @@ SCHEMAS: dict[str, dict] = {
                     "descriptor": ["summary"], "address": ["address"], "latitude": ["lat"],
                     "longitude": ["lng"]},
 }
-# extra signals that separate schemas sharing column names
-SIGNATURE = {"sf": ["status_description", "service_subtype", "supervisor_district"],
-             "open311": ["service_code", "status_notes"],
-             "chicago_legacy": ["type_of_service_request", "creation_date", "srn", "type_of_sr"],
-             "nyc": ["unique_key", "complaint_type"], "chicago": ["sr_number", "sr_type"],
-             "boston": ["case_enquiry_id", "case_status"], "seeclickfix": ["lng", "request_type_title"]}
 
 
-def canonical(name: str) -> str:
-    """'P_Creation Date' -> 'p_creation_date'; 'X-Coordinate' -> 'x_coordinate'."""
-    return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+def schema_hints() -> dict[str, list[str]]:
+    """role -> column names of the known export schemas: hints that raise a name's score in the inference, never a
+    time zone or a CRS."""
+    hints: dict[str, list[str]] = {}
+    for schema in SCHEMAS.values():
+        for key in MAP_KEYS:
+            hints.setdefault(key, []).extend(schema.get(key, []))
+    return hints
 
 
-def strip_common_prefix(columns: list[str]) -> dict[str, str]:
-    """canonical name -> column, dropping a prefix such as 'P_' shared by most columns (legacy Chicago
-    extracts prefix every column with the dataset's letter)."""
+class MissingRole(ValueError):
+    """A role the data must provide (request id, creation date, a location) could not be found."""
+
+    def __init__(self, role: str, message: str):
+        super().__init__(message)
+        self.role = role
+
+
+def detect_schema(columns: list[str], overrides: dict[str, str] | None = None, xy_crs: str | None = None,
+                  sample: pd.DataFrame | None = None) -> FieldMap:
+    """The field map of raw rows: every role inferred from the column names and (when ``sample`` is given)
+    values, ``overrides`` on top. ``xy_crs`` is the CRS of projected X/Y columns, given by the user or a preset."""
     import pandas as pd
 
-    canon = {c: canonical(c) for c in columns}
-    prefixes = pd.Series([m.group(1) for v in canon.values() if (m := re.match(r"^([a-z])_", v))], dtype=object)
-    if len(prefixes) and prefixes.value_counts().iloc[0] >= 0.6 * len(columns):
-        p = prefixes.value_counts().index[0] + "_"
-        canon = {c: (v[len(p):] if v.startswith(p) else v) for c, v in canon.items()}
-    return {v: c for c, v in reversed(list(canon.items()))}
-
-
-@dataclass
-class FieldMap:
-    columns: dict[str, str]  # normalised key -> source column
-    schema: str
-    xy_crs: str | None = None
-    tz: str | None = None
-    closed_when_status: str | None = None
-    closed_from: str | None = None
-
-
-def detect_schema(columns: list[str], overrides: dict[str, str] | None = None, xy_crs: str | None = None) -> FieldMap:
-    """The best-matching known export schema for these columns, with explicit overrides applied on top."""
-    lookup = strip_common_prefix(columns)
-    best, best_score = "custom", 0
-    for name, schema in SCHEMAS.items():
-        score = sum(1 for key in MAP_KEYS if any(c in lookup for c in schema.get(key, [])))
-        score += 2 * sum(1 for c in SIGNATURE.get(name, []) if c in lookup)
-        if score > best_score:
-            best, best_score = name, score
-    mapping: dict[str, str] = {}
-    schema = SCHEMAS.get(best, {})
-    for key in MAP_KEYS:
-        for cand in schema.get(key, []):
-            if cand in lookup:
-                mapping[key] = lookup[cand]
-                break
-    for key, col in (overrides or {}).items():
-        if key not in MAP_KEYS:
-            raise ValueError(f"Unknown field map key {key!r}: use {', '.join(MAP_KEYS)}.")
-        if col:
-            if col not in columns:
-                found = lookup.get(canonical(col))
-                if found is None:
-                    raise ValueError(f"The field map names {col!r} for {key}, but the data has no such column.")
-                col = found
-            mapping[key] = col
-    closed_from = None
-    if schema.get("closed_from"):
-        closed_from = next((lookup[c] for c in schema["closed_from"] if c in lookup), None)
-    return FieldMap(mapping, best, xy_crs or schema.get("xy_crs"), schema.get("tz"),
-                    schema.get("closed_when_status"), closed_from)
+    frame = sample if sample is not None else pd.DataFrame({c: [] for c in columns}, dtype=object)
+    fmap = infer_roles(frame, overrides, schema_hints())
+    fmap.xy_crs = xy_crs
+    return fmap
 
 
 def _clean(values: np.ndarray) -> np.ndarray:
@@ -181,7 +146,12 @@ def _text(series: pd.Series | None, n: int) -> pd.Series:
 
 
 DATE_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y/%m/%d %H:%M:%S",
-                "%d/%m/%Y %H:%M:%S")
+                "%m/%d/%Y at %I:%M%p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M%p", "%m/%d/%Y %H:%M:%S.%f",
+                "%Y/%m/%d %H:%M", "%Y/%m/%d", "%m/%d/%y %H:%M:%S", "%m/%d/%y %H:%M", "%m/%d/%y", "%d-%b-%Y %H:%M:%S",
+                "%d-%b-%Y", "%d/%m/%Y %H:%M:%S")
+# written with an offset ('2011/06/22 18:55:10 +0000'): converted like ISO instants
+AWARE_FORMATS = ("%Y/%m/%d %H:%M:%S %z", "%m/%d/%Y %H:%M:%S %z", "%Y-%m-%d %H:%M:%S %z", "%Y/%m/%d %H:%M %z")
+DATEUTIL_LIMIT = 200_000  # distinct values left for the general parser (slow per value): the rest stays NaT
 
 
 def _date_shapes(values: np.ndarray, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,12 +196,14 @@ def _iso_format() -> dict:
 
 
 def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False,
-                report: dict | None = None) -> pd.Series:
+                report: dict | None = None, naive_utc: bool = False) -> pd.Series:
     """Timestamps in the usual 311 formats -> naive datetime64[ns] (NaT where unparseable).
 
-    ISO 8601 with an offset (Open311, SeeClickFix, 'Z') and epoch milliseconds (ArcGIS) are converted to the
-    source's local time zone ``tz`` (UTC when unknown); floating timestamps without an offset (Socrata, CKAN,
-    CSV exports) are kept as the publisher's local time. ``cleaned``: the values already went through _text."""
+    ISO 8601 with an offset (Open311, SeeClickFix, 'Z'), other text with an offset and epoch seconds or
+    milliseconds (ArcGIS) are instants: converted to the source's local time zone ``tz`` (UTC when unknown).
+    Timestamps without an offset (Socrata, CKAN, CSV exports) are kept as written (local time), unless
+    ``naive_utc`` (the file shows they are UTC). A column mixing both never raises. ``cleaned``: the values
+    already went through _text. ``report['instants']`` counts the values that were converted."""
     import pandas as pd
 
     text = values if cleaned else _text(values, len(values))
@@ -239,37 +211,86 @@ def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False,
     todo = text.notna().to_numpy()
     if not todo.any():
         return out
+    instants = 0
+
+    def local(stamps: pd.Series) -> np.ndarray:  # tz-aware (UTC) -> naive local wall time
+        return stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None).to_numpy()
+
+    def naive(stamps: pd.Series) -> np.ndarray:
+        nonlocal instants
+        if not naive_utc:
+            return stamps.to_numpy()
+        instants += int(stamps.notna().sum())
+        return local(stamps.dt.tz_localize("UTC"))
+
     where = np.flatnonzero(todo)
     numeric, iso, aware = _date_shapes(text.to_numpy()[where])
-    if report is not None:  # instants (offset, Z, epoch) are converted: the caller warns when no zone is known
-        report["instants"] = report.get("instants", 0) + int(numeric.sum() + aware.sum())
+    instants += int(numeric.sum() + aware.sum())
     if numeric.any():
         sub = text.iloc[where[numeric]]
         ms = pd.to_numeric(sub).astype(float)
         ms = ms.where(ms.abs() > 1e11, ms * 1000)  # seconds -> milliseconds
-        stamps = pd.to_datetime(ms, unit="ms", utc=True)
-        out.iloc[where[numeric]] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None).to_numpy()
-    naive = iso & ~aware
-    if naive.any():
-        sub = text.iloc[where[naive]]
-        parsed = pd.to_datetime(sub, errors="coerce", **_iso_format())
-        out.iloc[where[naive]] = parsed.to_numpy()
+        out.iloc[where[numeric]] = local(pd.to_datetime(ms, unit="ms", utc=True))
+    plain = iso & ~aware
+    if plain.any():
+        sub = text.iloc[where[plain]]
+        out.iloc[where[plain]] = naive(pd.to_datetime(sub, errors="coerce", **_iso_format()))
     if aware.any():
         sub = text.iloc[where[aware]]
         fixed = sub.str.replace(r"([+-]\d{2})(\d{2})$", r"\1:\2", regex=True)
         fixed = fixed.str.replace(r"([ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?[+-]\d{2})$", r"\1:00", regex=True)
-        stamps = pd.to_datetime(fixed, errors="coerce", utc=True, **_iso_format())
-        out.iloc[where[aware]] = stamps.dt.tz_convert(tz or "UTC").dt.tz_localize(None).to_numpy()
+        out.iloc[where[aware]] = local(pd.to_datetime(fixed, errors="coerce", utc=True, **_iso_format()))
     rest = pd.Series(False, index=values.index)
     rest.iloc[where[~(numeric | iso)]] = True
-    for fmt in DATE_FORMATS:
+    for fmt in AWARE_FORMATS + DATE_FORMATS:
         if not rest.any():
             break
-        parsed = pd.to_datetime(text[rest], format=fmt, errors="coerce")
+        is_aware = fmt in AWARE_FORMATS
+        if is_aware and not text[rest].str.contains(r"[+-]\d{4}$").any():
+            continue
+        parsed = pd.to_datetime(text[rest], format=fmt, errors="coerce", utc=is_aware)
         ok = parsed.notna()
-        out[parsed[ok].index] = parsed[ok]
-        rest[parsed[ok].index] = False
+        if ok.any():
+            if is_aware:
+                instants += int(ok.sum())
+            out[parsed[ok].index] = local(parsed[ok]) if is_aware else naive(parsed[ok])
+            rest[parsed[ok].index] = False
+    if rest.any():
+        instants += _parse_rest(text[rest], out, tz, naive_utc)
+    if report is not None:  # instants were converted: the caller warns when no zone is known
+        report["instants"] = report.get("instants", 0) + instants
     return out
+
+
+def _parse_rest(text: pd.Series, out: pd.Series, tz: str | None, naive_utc: bool) -> int:
+    """Date text of no common format ('Jan 5, 2019 3:04 PM', '2019-01-05T15:04:05 EST'…): each distinct value
+    that looks like a date goes through dateutil (a pandas dependency) once; values with a zone are converted to
+    ``tz``; at most DATEUTIL_LIMIT distinct values (the rest stay NaT). Returns how many values were converted."""
+    import pandas as pd
+    from dateutil import parser
+
+    from .infer import DATE_LIKE
+
+    uniques = pd.unique(text[text.str.match(DATE_LIKE)].to_numpy())[:DATEUTIL_LIMIT]
+    table, converted = {}, set()
+    for value in uniques:
+        try:
+            stamp = pd.Timestamp(parser.parse(value))
+        except (ValueError, OverflowError, TypeError):
+            continue
+        if stamp.tzinfo is not None:
+            stamp = stamp.tz_convert(tz or "UTC").tz_localize(None)
+            converted.add(value)
+        elif naive_utc:
+            stamp = stamp.tz_localize("UTC").tz_convert(tz or "UTC").tz_localize(None)
+            converted.add(value)
+        table[value] = stamp
+    if not table:
+        return 0
+    mapped = text.map(table)
+    ok = mapped.notna()
+    out[mapped[ok].index] = pd.to_datetime(mapped[ok]).to_numpy()
+    return int(text.isin(converted).sum())
 
 
 @dataclass
@@ -280,6 +301,7 @@ class Normalised:
     read: int
     swapped: int = 0
     warnings: list[str] = field(default_factory=list)
+    unread: dict[str, int] = field(default_factory=dict)  # role -> rows whose value could not be read
 
 
 def _num(series: pd.Series | None, n: int) -> np.ndarray:
@@ -308,13 +330,38 @@ def to_numbers(series: pd.Series) -> np.ndarray:
     return out
 
 
+def _plausible(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    return np.isfinite(lat) & np.isfinite(lon) & (lat != 0) & (lon != 0) & (np.abs(lat) <= 90) & \
+        (np.abs(lon) <= 180)
+
+
+def text_points(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) from text cells holding '(lat, lon)' (anywhere in the cell: SF311's Point, Socrata CSV location
+    cells spanning lines) or WKT 'POINT (lon lat)'; NaN elsewhere."""
+    from .infer import LATLON_TEXT, WKT_POINT
+
+    text = values.astype(object).where(values.notna(), "").astype(str)
+    pair = text.str.extract(LATLON_TEXT)
+    wkt = text.str.extract(WKT_POINT)
+    lat = pair[0].astype(float).to_numpy()
+    lon = pair[1].astype(float).to_numpy()
+    use_wkt = np.isnan(lat) & wkt[0].notna().to_numpy()
+    lat[use_wkt] = wkt.loc[use_wkt, 1].astype(float).to_numpy()
+    lon[use_wkt] = wkt.loc[use_wkt, 0].astype(float).to_numpy()
+    return lat, lon
+
+
 def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
               bbox: tuple[float, float, float, float] | None = None, categories: list[str] | None = None,
               date_range: tuple | None = None) -> Normalised:
     """Validate and normalise raw rows. ``bbox`` (lon/lat) is the area the requests must lie in; without it
     only impossible coordinates are rejected and swapped pairs are detected against the data's own area.
     ``categories`` and ``date_range`` ([start, end) naive datetimes) filter rows the portal could not filter
-    itself; rows they leave out are listed as rejected with the reason, never dropped silently."""
+    itself; rows they leave out are listed as rejected with the reason, never dropped silently.
+
+    The location of a row is the first usable one of: the latitude/longitude columns, further pairs
+    (``fmap.pairs``), text points (``fmap.points``), projected X/Y with ``fmap.xy_crs``, and — with an XY CRS —
+    latitude/longitude values out of range read as X/Y (some portals publish state-plane numbers there)."""
     import pandas as pd
 
     n = len(frame)
@@ -324,15 +371,16 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
         return frame[cols[key]] if key in cols else None
 
     if "request_id" not in cols:
-        raise ValueError("No request id column found: give ID_FIELD (or 'request_id' in FIELD_MAP).")
+        raise MissingRole("request_id", "No request id column found.")
     if "created_at" not in cols:
-        raise ValueError("No creation date column found: give DATE_FIELD (or 'created_at' in FIELD_MAP).")
+        raise MissingRole("created_at", "No creation date column found.")
     has_latlon = "latitude" in cols and "longitude" in cols
-    has_xy = "x" in cols and "y" in cols and fmap.xy_crs
-    if not has_latlon and not has_xy:
-        raise ValueError("No coordinates found: give LAT_FIELD and LON_FIELD, or X_FIELD and Y_FIELD with XY_CRS.")
+    has_xy = "x" in cols and "y" in cols
+    if not has_latlon and not has_xy and not fmap.pairs and not fmap.points:
+        raise MissingRole("location", "No coordinates found.")
     reason = np.full(n, None, dtype=object)
     usable = np.ones(n, dtype=bool)  # rows without a reject reason yet: the first reason found is kept
+    unread: dict[str, int] = {}
 
     def reject(mask, why):
         mask = np.asarray(mask, dtype=bool) & usable
@@ -341,61 +389,93 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
 
     rid = _text(col("request_id"), n)
     reject(rid.isna(), "missing request id")
+    unread["request_id"] = int(rid.isna().sum())
     created_raw = _text(col("created_at"), n)
     instants: dict = {}
-    created = parse_dates(created_raw, fmap.tz, cleaned=True, report=instants)
+    naive_utc = fmap.naive_utc is not None
+    created = parse_dates(created_raw, fmap.tz, cleaned=True, report=instants, naive_utc=naive_utc)
     reject(created_raw.isna(), "missing created_at")
     reject(created.isna(), "unparseable created_at")
+    unread["created_at"] = int(created.isna().sum())
     if date_range is not None:
         start, end = (pd.Timestamp(d) for d in date_range)
         reject(created.notna() & ((created < start) | (created >= end)), "outside the date range")
     category = _text(col("category"), n)
+    for extra in fmap.fallbacks.get("category", []):  # row by row: an empty first column takes the next one
+        if category.isna().any():
+            category = category.where(category.notna(), _text(frame[extra], n))
+    unread["category"] = int(category.isna().sum()) if "category" in cols else n
     if categories:
         wanted = {c.strip().lower() for c in categories}
         reject(~category.map(lambda v: v is not None and v.lower() in wanted).to_numpy(dtype=bool),
                "category not requested")
-    closed = parse_dates(col("closed_at"), fmap.tz) if "closed_at" in cols else \
-        pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    if "closed_at" in cols:
+        closed_raw = _text(col("closed_at"), n)
+        closed = parse_dates(closed_raw, fmap.tz, cleaned=True, report=instants, naive_utc=naive_utc)
+        unread["closed_at"] = int((closed_raw.notna() & closed.isna()).sum())
+    else:
+        closed = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
     status = _text(col("status"), n)
     if fmap.closed_when_status and fmap.closed_from and "closed_at" not in cols:
         is_closed = status.str.lower().eq(fmap.closed_when_status).fillna(False)
-        closed = closed.where(~is_closed, parse_dates(frame[fmap.closed_from], fmap.tz))
+        closed = closed.where(~is_closed, parse_dates(frame[fmap.closed_from], fmap.tz, report=instants,
+                                                      naive_utc=naive_utc))
+    channel = _text(col("channel"), n)
+    city_initiated = classify_channel(channel)
 
-    lat, lon = _num(col("latitude"), n), _num(col("longitude"), n)
-    if not has_latlon:
-        lat, lon = np.full(n, np.nan), np.full(n, np.nan)
-    x, y = (_num(col("x"), n), _num(col("y"), n)) if has_xy else (np.full(n, np.nan), np.full(n, np.nan))
-    zero_ll = (lat == 0) | (lon == 0)
-    lat = np.where(zero_ll, np.nan, lat)
-    lon = np.where(zero_ll, np.nan, lon)
-    use_xy = ~(np.isfinite(lat) & np.isfinite(lon)) & np.isfinite(x) & np.isfinite(y) & (x != 0) & (y != 0)
-    swapped = 0
-    if has_latlon:
-        valid = np.isfinite(lat) & np.isfinite(lon)
-        in_range = valid & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-        area = bbox
-        if area is None and in_range.sum() >= 10:
-            mlon, mlat = np.median(lon[in_range]), np.median(lat[in_range])
-            area = (mlon - 1.5, mlat - 1.5, mlon + 1.5, mlat + 1.5)
-        if area is not None:
-            inside = (lon >= area[0]) & (lon <= area[2]) & (lat >= area[1]) & (lat <= area[3])
-            swap_inside = (lat >= area[0]) & (lat <= area[2]) & (lon >= area[1]) & (lon <= area[3])
+    lat, lon = (_num(col("latitude"), n), _num(col("longitude"), n)) if has_latlon else \
+        (np.full(n, np.nan), np.full(n, np.nan))
+    raw_lat, raw_lon = lat.copy(), lon.copy()
+    zero_ll = ((lat == 0) | (lon == 0)) & has_latlon
+    for more in [*fmap.pairs, *fmap.points]:  # further sources, per row, where the first gives nothing usable
+        empty = ~_plausible(lat, lon)
+        if not empty.any():
+            break
+        if isinstance(more, tuple):
+            la, lo = _num(frame[more[0]], n), _num(frame[more[1]], n)
         else:
-            inside = in_range
-            swap_inside = np.zeros(n, dtype=bool)
-        fix = valid & ~inside & swap_inside & ~use_xy
-        if not in_range.any():  # no reference area at all: obvious swaps only
-            fix |= valid & (np.abs(lat) > 90) & (np.abs(lon) <= 90)
-        lat, lon = np.where(fix, lon, lat), np.where(fix, lat, lon)
-        swapped = int(fix.sum())
-        in_range = np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-        reject(valid & ~in_range & ~use_xy, "coordinates out of range")
-        if bbox is not None:
-            outside = np.isfinite(lat) & ~((lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3]))
-            reject(outside & ~use_xy, "outside the requested area")
+            la, lo = text_points(frame[more])
+        fill = empty & _plausible(la, lo)
+        lat, lon = np.where(fill, la, lat), np.where(fill, lo, lon)
+        zero_ll |= empty & ((la == 0) | (lo == 0))
+    lat = np.where(lat == 0, np.nan, lat)
+    lon = np.where(lon == 0, np.nan, lon)
+    x, y = (_num(col("x"), n), _num(col("y"), n)) if has_xy else (np.full(n, np.nan), np.full(n, np.nan))
+    if fmap.xy_crs:  # latitude/longitude holding projected numbers are X/Y (New Orleans' state plane)
+        projected = np.isfinite(raw_lat) & np.isfinite(raw_lon) & ((np.abs(raw_lat) > 90) | (np.abs(raw_lon) > 180))
+        take = projected & ~_plausible(lat, lon) & ~(np.isfinite(x) & np.isfinite(y) & (x != 0) & (y != 0))
+        x, y = np.where(take, raw_lon, x), np.where(take, raw_lat, y)
+    xy_ok = np.isfinite(x) & np.isfinite(y) & (x != 0) & (y != 0)
+    use_xy = ~_plausible(lat, lon) & xy_ok & bool(fmap.xy_crs)
+    swapped = 0
+    valid = np.isfinite(lat) & np.isfinite(lon)
+    in_range = valid & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    area = bbox
+    if area is None and in_range.sum() >= 10:
+        mlon, mlat = np.median(lon[in_range]), np.median(lat[in_range])
+        area = (mlon - 1.5, mlat - 1.5, mlon + 1.5, mlat + 1.5)
+    if area is not None:
+        inside = (lon >= area[0]) & (lon <= area[2]) & (lat >= area[1]) & (lat <= area[3])
+        swap_inside = (lat >= area[0]) & (lat <= area[2]) & (lon >= area[1]) & (lon <= area[3])
+    else:
+        inside = in_range
+        swap_inside = np.zeros(n, dtype=bool)
+    fix = valid & ~inside & swap_inside & ~use_xy
+    if not in_range.any():  # no reference area at all: obvious swaps only
+        fix |= valid & (np.abs(lat) > 90) & (np.abs(lon) <= 90)
+    lat, lon = np.where(fix, lon, lat), np.where(fix, lat, lon)
+    swapped = int(fix.sum())
+    in_range = np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    if xy_ok.any() and not fmap.xy_crs:
+        reject(~in_range & xy_ok, "only projected X/Y coordinates (set XY_CRS)")
+    reject(valid & ~in_range & ~use_xy, "coordinates out of range")
+    if bbox is not None:
+        outside = np.isfinite(lat) & ~((lon >= bbox[0]) & (lon <= bbox[2]) & (lat >= bbox[1]) & (lat <= bbox[3]))
+        reject(outside & ~use_xy, "outside the requested area")
     missing_geo = ~(np.isfinite(lat) & np.isfinite(lon)) & ~use_xy
     reject(missing_geo & (zero_ll | ((x == 0) | (y == 0))), "zero coordinates")
     reject(missing_geo, "missing coordinates")
+    unread["location"] = int((~(in_range | use_xy)).sum())
 
     ok = usable
     # a duplicate is a usable row whose request id an earlier usable row already has
@@ -410,19 +490,19 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
         warnings.append(f"{swapped} row(s) had latitude and longitude swapped; they were swapped back.")
     keep = ok & ~dup
     if instants.get("instants") and not fmap.tz:
-        warnings.append(f"{instants['instants']} created_at value(s) are instants (with an offset, 'Z' or epoch "
-                        "numbers) and no time zone is known: they are kept in UTC. Set TIMEZONE to the city's zone "
-                        "to get local times.")
+        warnings.append(f"{instants['instants']} date value(s) are instants (with an offset, 'Z', epoch numbers, or "
+                        "UTC times as the file shows) and no time zone is known: they are kept in UTC. Set TIMEZONE "
+                        "to the city's zone to get local times.")
     bad_close = (closed < created).to_numpy() & keep
     if bad_close.any():
         warnings.append(f"{int(bad_close.sum())} kept request(s) were closed before they were created "
                         "(kept as published).")
     columns = {"request_id": rid, "created_at": created, "closed_at": closed, "status": status,
                "category": category, "descriptor": _text(col("descriptor"), n), "agency": _text(col("agency"), n),
-               "address": _text(col("address"), n), "source": source, "lon": lon, "lat": lat, "x": x, "y": y,
-               "use_xy": use_xy}
+               "address": _text(col("address"), n), "source": source, "channel": channel,
+               "city_initiated": city_initiated, "lon": lon, "lat": lat, "x": x, "y": y, "use_xy": use_xy}
     # only the kept rows are assembled: one frame of the survivors instead of a full copy and then a subset
     every = bool(keep.all())
     kept = pd.DataFrame({name: value if np.isscalar(value) or every else np.asarray(value)[keep]
                          for name, value in columns.items()}, index=pd.RangeIndex(int(keep.sum())), copy=False)
-    return Normalised(kept, rejected, int(dup.sum()), n, swapped, warnings)
+    return Normalised(kept, rejected, int(dup.sum()), n, swapped, warnings, unread)
