@@ -67,7 +67,7 @@ class Portal:
                        "truncate_once": False, "duplicate_across_pages": False, "insert_while_paging": False,
                        "ignore_paging": False, "arcgis_max": 50, "ckan_rows_max": 70, "token": None,
                        "fail_after_requests": 0, "open311_max": 500, "repeat_last_page": False,
-                       "shuffle_ties": False, "inclusive_end": False, "arcgis_error_200": 0,
+                       "shuffle_ties": False, "inclusive_end": False, "arcgis_error_200": 0, "drop_fields": (),
                        "cut_body_once": False, "stall_once": 0.0, "drip_once": 0.0, "gzip_bomb": 0,
                        "redirect_to": None, "open311_key": None, "plain_text_error_once": False}
         self.faults.update(faults)
@@ -292,6 +292,8 @@ class Portal:
                                          "CloseDate": None, "Address": r["address"],
                                          "Agency": r.get("agency", "Streets and Sanitation")},
                           "geometry": None if r["lat"] is None else {"x": r["lon"], "y": r["lat"]}})
+            for name in self.faults["drop_fields"]:
+                feats[-1]["attributes"].pop(name, None)
         return self.json({"objectIdFieldName": "OBJECTID", "geometryType": "esriGeometryPoint",
                           "spatialReference": {"wkid": 4326}, "features": feats,
                           "exceededTransferLimit": offset + len(page) < len(rows)})

@@ -278,7 +278,7 @@ def infer_roles(sample: pd.DataFrame, overrides: dict[str, str] | None = None,
     # request id
     if "request_id" not in fmap.columns:
         scores = {c: score("request_id", c) for c in present if c not in taken}
-        scores = {c: s for c, s in scores.items() if s > 0 and share(c) >= 0.9 and distinct(c) >= 0.95}
+        scores = {c: s for c, s in scores.items() if s > 0 and share(c) >= 0.9 and distinct(c) >= 0.8}
         col = _pick(scores)
         if col:
             fmap.columns["request_id"] = col

@@ -417,7 +417,7 @@ def test_custom_fetch_guesses_no_xy_crs(run_alg, http_server, tmp_path):
     url = http_server(Portal().handle)
     without = fetch(run_alg, url, tmp_path / "a", XY_CRS=None)
     reasons = {f["raw_id"]: f["reject_reason"] for f in without["REJECTED"].getFeatures()}
-    assert reasons["SR24-000009"] == "missing coordinates"
+    assert reasons["SR24-000009"] == "only projected X/Y coordinates (set XY_CRS)"
     with_crs = fetch(run_alg, url, tmp_path / "b")
     assert "SR24-000009" in ids(with_crs)
 

@@ -61,7 +61,8 @@ def test_socrata_end_to_end(run_alg, http_server, tmp_path):
         (fetched, kept, rejected, duplicates)
     out = {f["request_id"]: f for f in res["OUTPUT"].getFeatures()}
     assert [f.name() for f in res["OUTPUT"].fields()] == ["request_id", "created_at", "closed_at", "status",
-                                                          "category", "descriptor", "agency", "address", "source"]
+                                                          "category", "descriptor", "agency", "address", "source", "channel",
+                                                          "city_initiated"]
     swapped = out["SR24-000007"].geometry().asPoint()
     assert 41.7 < swapped.y() < 42 and -87.8 < swapped.x() < -87.5  # swapped back
     xy = out["SR24-000009"].geometry().asPoint()
@@ -281,7 +282,10 @@ def test_import_json_samples_and_overrides(run_alg, tmp_path):
                                               "LON_FIELD": "Easting", "OUTPUT": "memory:", "REJECTED": "memory:"})
     assert (res["KEPT"], res["REJECTED_COUNT"]) == (1, 1)
     assert next(res["REJECTED"].getFeatures())["reject_reason"] == "unparseable created_at"
-    with pytest.raises(QgsProcessingException, match="No request id column"):
+    # 'When' is half dates in this file: no creation date is inferred, and the error says what to set and shows
+    # each column with a sample value
+    with pytest.raises(QgsProcessingException, match=r"No creation date column found\. Set DATE_FIELD .*"
+                                                     r"When \(e\.g\. '2024-05-01 10:00'\)"):
         run_alg("civic311:importrequests", {"INPUT": str(csv), "OUTPUT": "memory:"})
 
 
@@ -331,4 +335,5 @@ def test_csv_with_extra_columns_and_text_in_coordinates(run_alg, tmp_path):
     first = next(f for f in res["OUTPUT"].getFeatures() if f["request_id"] == "SR007")
     assert first.geometry().asPoint().y() == pytest.approx(41.807) and first["category"] == "Pothole"
     assert [f.name() for f in res["OUTPUT"].fields()] == ["request_id", "created_at", "closed_at", "status",
-                                                        "category", "descriptor", "agency", "address", "source"]
+                                                        "category", "descriptor", "agency", "address", "source",
+                                                        "channel", "city_initiated"]

@@ -74,7 +74,8 @@ def test_normalise_accounts_for_every_row_with_numeric_and_text_coordinates():
         "latitude": pd.Series([41.9, "N/A", 0.0, 41.8, -87.6, 41.9, 41.85, 41.8], dtype=object),
         "longitude": pd.Series([-87.6, -87.6, -87.6, -87.7, 41.8, -87.6, -87.65, -87.7], dtype=object),
     })
-    result = normalise(frame, detect_schema(list(frame.columns)), "test", bbox=(-88.0, 41.6, -87.5, 42.1))
+    result = normalise(frame, detect_schema(list(frame.columns), sample=frame), "test",
+                       bbox=(-88.0, 41.6, -87.5, 42.1))
     reasons = dict(zip(result.rejected["raw_id"], result.rejected["reject_reason"]))
     assert reasons == {"B": "missing coordinates", "C": "zero coordinates", "A": "duplicate request id",
                        "G": "unparseable created_at"}
