@@ -144,6 +144,11 @@ def compact_frame(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> pd.Data
 MAX_JSON_BYTES = 2 << 30  # a JSON export is read whole: larger ones should be CSV
 
 
+def is_csv(path: str) -> bool:
+    """Whether a file is CSV (else JSON); empty files and folders are refused with a clear message."""
+    return _is_csv(Path(path))
+
+
 def _is_csv(p: Path) -> bool:
     if not p.exists():
         raise QgsProcessingException(f"{p} does not exist.")
@@ -153,11 +158,9 @@ def _is_csv(p: Path) -> bool:
         head = fh.read(4096)
     if not head.strip(b"\xef\xbb\xbf\xff\xfe \t\r\n\x00"):
         raise QgsProcessingException(f"{p.name} is empty: export the requests again (CSV or JSON).")
-    encoding = sniff_encoding(head)
-    try:
-        text = head.decode(encoding, errors="replace").lstrip("\ufeff \t\r\n")
-    except LookupError:
-        text = ""
+    if p.suffix.lower() in (".json", ".geojson", ".esrijson"):
+        return False
+    text = head.decode(sniff_encoding(head), errors="replace").lstrip("\ufeff \t\r\n")
     return text[:1] not in ("[", "{")
 
 

@@ -26,6 +26,7 @@ from ..requestio import (
     csv_columns,
     csv_sample,
     detect_encoding,
+    is_csv,
     locate_xy,
     move_to_rejected,
     parse_field_map,
@@ -147,9 +148,8 @@ class ImportRequests(Civic311Algorithm):
         tz = self.parameterAsString(parameters, "TIMEZONE", context).strip() or None
         if tz:
             check_timezone(tz)
-        columns = csv_columns(path)
         encoding = None
-        if columns is None:  # JSON is read whole
+        if not is_csv(path):  # JSON is read whole
             frame = read_file(path)
             columns = [str(c) for c in frame.columns]
             sample = frame.head(SAMPLE_ROWS)
@@ -164,6 +164,7 @@ class ImportRequests(Civic311Algorithm):
                                      "at its polygon's point on surface.")
         else:
             encoding, bad_bytes = detect_encoding(Path(path))
+            columns = csv_columns(path, encoding)
             feedback.pushInfo(f"Encoding: {encoding}" + (f" ({bad_bytes} byte(s) that do not decode are shown as "
                                                          "'\ufffd' in their own values)" if bad_bytes else ""))
             sample = csv_sample(path, encoding, SAMPLE_ROWS)

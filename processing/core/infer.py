@@ -115,7 +115,7 @@ DATE_LIKE = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[
                        r"\d{1,2}[- ][A-Za-z]{3,9}[- ]\d{2,4}|[A-Za-z]{3,9}\.? \d{1,2},? \d{4})")
 # the intake channel: city staff (1) or a resident (0); a value matching neither is unknown (NULL)
 CITY_CHANNEL = re.compile(r"(?i)internal|employee|city ?worker|staff|self[- ]generated|proactive|"
-                          r"integrated agency|other department|inspector|crew|city generated|maintenance activity")
+                          r"integrated agency|other department|inspector|crew|city generated|maintenance activity|driver self")
 RESIDENT_CHANNEL = re.compile(r"(?i)\bcall|phone|constituent|web|online|internet|mobile|\bapp\b|e-?mail|"
                               r"walk[- ]?in|voice|self[- ]?service|twitter|text|sms|resident|citizen|open311|"
                               r"social|facebook|letter|mail|portal|chat|seeclickfix|311 ?app")
@@ -331,13 +331,17 @@ def infer_roles(sample: pd.DataFrame, overrides: dict[str, str] | None = None,
             continue
         scores = {c: score(role, c) for c in texts if c not in taken}
         if max_distinct is not None:
-            scores = {c: s for c, s in scores.items() if distinct(c) <= max_distinct or len(texts[c]) < 20}
+            scores = {c: s for c, s in scores.items() if distinct(c) <= max_distinct or texts[c].nunique() <= 30}
         if role == "address":  # text that is mostly not a point
             scores = {c: s for c, s in scores.items()
                       if texts[c].str.contains(HAS_POINT).mean() < 0.5 and distinct(c) > 0.05}
         if role == "category":
+            # of names scoring near the best, the coarsest (fewest distinct values) is the category: SF311's
+            # 'Category' (Street Defects) rather than its 'Request Type' (Utility_Excavation)
+            top = max(scores.values(), default=0)
             cands = sorted((c for c, s in scores.items() if s > 0),
-                           key=lambda c: (-scores[c], distinct(c), columns.index(c)))
+                           key=lambda c: (scores[c] < top - 1, distinct(c) if scores[c] >= top - 1 else 0,
+                                          -scores[c], columns.index(c)))
             if cands:
                 fmap.columns["category"] = cands[0]
                 fmap.why["category"] = f"name; {distinct(cands[0]) * len(texts[cands[0]]):.0f} distinct values " \
