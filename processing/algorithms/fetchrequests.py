@@ -24,7 +24,7 @@ from qgis.core import (
 )
 
 from ..core.infer import SAMPLE_ROWS
-from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, MissingRole, detect_schema, normalise
+from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, MissingRoleError, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
 from ..network import NetworkError, make_session, request, scrub
 from ..presets import load_presets
@@ -325,7 +325,7 @@ class FetchRequests(Civic311Algorithm):
                     "CATEGORIES needs a category column: add 'category' to FIELD_MAP (the portal field holding the "
                     "request type).")
             result = normalise(frame, fmap, source, bbox=area, categories=categories, date_range=(start, end))
-        except MissingRole as err:
+        except MissingRoleError as err:
             key = "latitude' and 'longitude" if err.role == "location" else err.role
             raise QgsProcessingException(f"{err} Add '{key}' to FIELD_MAP (the portal field holding it). Fields "
                                          f"returned: {columns_with_samples(frame)}") from None

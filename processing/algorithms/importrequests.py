@@ -19,7 +19,7 @@ from qgis.core import (
 )
 
 from ..core.infer import SAMPLE_ROWS, placeholder_points
-from ..core.normalise import COORDINATE_KEYS, MissingRole, detect_schema, normalise
+from ..core.normalise import COORDINATE_KEYS, MissingRoleError, detect_schema, normalise
 from ..requestio import (
     check_timezone,
     columns_with_samples,
@@ -112,8 +112,10 @@ class ImportRequests(Civic311Algorithm):
         "Placeholder locations: cities put requests they cannot locate on a default point (often City Hall). A "
         "coordinate (to 1e-6°) shared by at least 5 requests whose addresses name at least 4 unrelated streets "
         "(streets sharing no name word, after house numbers, street types and the city's own name are set aside), "
-        "in at least 30 % of its requests, is such a point: its rows go to REJECTED as 'placeholder location' (KEEP_PLACEHOLDERS keeps "
-        "them), and the log names each point. A building with many requests is kept however its address is spelt, and so is a housing estate geocoded to one point (two or three streets).\n\n"
+        "in at least 30 % of its requests, is such a point: its rows go to REJECTED as 'placeholder location' "
+        "(KEEP_PLACEHOLDERS keeps them), and the log names each point. A building with many requests is kept "
+        "however its address is spelt, and so is a housing estate geocoded to one point (two or three "
+        "streets).\n\n"
         + NORMALISED_HELP
     )
 
@@ -182,7 +184,7 @@ class ImportRequests(Civic311Algorithm):
                            *(c for pair in fmap.pairs for c in pair))
                 frame = read_csv_columns(path, columns, fmap.used(), numeric, encoding or "utf-8")
             result = normalise(frame, fmap, f"import:{name}")
-        except MissingRole as err:
+        except MissingRoleError as err:
             raise QgsProcessingException(
                 f"{err} {IMPORT_HINTS[err.role]} Columns in {name}: {columns_with_samples(sample)}") from None
         except ValueError as err:
@@ -210,9 +212,9 @@ class ImportRequests(Civic311Algorithm):
         mask, points = placeholder_points(kept["lon"].to_numpy(float), kept["lat"].to_numpy(float), address)
         keep = self.parameterAsBoolean(parameters, "KEEP_PLACEHOLDERS", context)
         for lon, lat, count, streets in points:
+            fate = " (kept: KEEP_PLACEHOLDERS)." if keep else "; they go to REJECTED."
             feedback.pushWarning(f"Placeholder location {lat:.6f}, {lon:.6f}: {count} request(s) whose addresses "
-                                 f"name {streets} unrelated streets share this exact point" + (" (kept: KEEP_PLACEHOLDERS)." if keep
-                                                                                  else "; they go to REJECTED."))
+                                 f"name {streets} unrelated streets share this exact point{fate}")
         if not keep:
             move_to_rejected(result, mask, "placeholder location")
 

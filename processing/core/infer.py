@@ -115,7 +115,8 @@ DATE_LIKE = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[
                        r"\d{1,2}[- ][A-Za-z]{3,9}[- ]\d{2,4}|[A-Za-z]{3,9}\.? \d{1,2},? \d{4})")
 # the intake channel: city staff (1) or a resident (0); a value matching neither is unknown (NULL)
 CITY_CHANNEL = re.compile(r"(?i)internal|employee|city ?worker|staff|self[- ]generated|proactive|"
-                          r"integrated agency|other department|inspector|crew|city generated|maintenance activity|driver self")
+                          r"integrated agency|other department|inspector|crew|city generated|maintenance activity|"
+                          r"driver self")
 RESIDENT_CHANNEL = re.compile(r"(?i)\bcall|phone|constituent|web|online|internet|mobile|\bapp\b|e-?mail|"
                               r"walk[- ]?in|voice|self[- ]?service|twitter|text|sms|resident|citizen|open311|"
                               r"social|facebook|letter|mail|portal|chat|seeclickfix|311 ?app")
@@ -279,11 +280,11 @@ def infer_roles(sample: pd.DataFrame, overrides: dict[str, str] | None = None,
     if "request_id" not in fmap.columns:
         scores = {c: score("request_id", c) for c in present if c not in taken}
         scores = {c: s for c, s in scores.items() if s > 0 and share(c) >= 0.9 and distinct(c) >= 0.8}
-        col = _pick(scores)
-        if col:
-            fmap.columns["request_id"] = col
-            fmap.why["request_id"] = f"name; {share(col):.0%} present, {distinct(col):.0%} unique"
-            taken.add(col)
+        picked = _pick(scores)
+        if picked:
+            fmap.columns["request_id"] = picked
+            fmap.why["request_id"] = f"name; {share(picked):.0%} present, {distinct(picked):.0%} unique"
+            taken.add(picked)
     # dates
     parsed: dict[str, pd.Series] = {}
     date_share: dict[str, float] = {}
@@ -318,11 +319,11 @@ def infer_roles(sample: pd.DataFrame, overrides: dict[str, str] | None = None,
             taken.add(col)
     if "closed_at" not in fmap.columns:
         scores = {c: score("closed_at", c) for c in parsed if c not in taken}
-        col = _pick(scores)
-        if col:
-            fmap.columns["closed_at"] = col
-            fmap.why["closed_at"] = f"name; {date_share[col]:.0%} parse as dates"
-            taken.add(col)
+        picked = _pick(scores)
+        if picked:
+            fmap.columns["closed_at"] = picked
+            fmap.why["closed_at"] = f"name; {date_share[picked]:.0%} parse as dates"
+            taken.add(picked)
     # text roles: not numbers, not dates
     texts = {c: v for c, v in present.items() if c not in parsed and len(v) and _numeric_share(v) < 0.5}
     for role, max_distinct in (("status", 0.2), ("channel", 0.2), ("agency", 0.3), ("category", None),
@@ -349,11 +350,11 @@ def infer_roles(sample: pd.DataFrame, overrides: dict[str, str] | None = None,
                 fmap.fallbacks["category"] = [c for c in cands[1:] if scores[c] >= 3]
                 taken.update(cands[:1])
             continue
-        col = _pick(scores)
-        if col:
-            fmap.columns[role] = col
+        picked = _pick(scores)
+        if picked:
+            fmap.columns[role] = picked
             fmap.why[role] = "name; text values"
-            taken.add(col)
+            taken.add(picked)
     # location
     numbers = {c: pd.to_numeric(v, errors="coerce") for c, v in present.items() if _numeric_share(v) >= 0.5}
     lat_cols = [c for c in numbers if set(canon[c].split("_")) & LAT_WORDS or canon[c] in LAT_WORDS]

@@ -7,7 +7,6 @@ kept + rejected + duplicates = rows read, always.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -89,7 +88,7 @@ def schema_hints() -> dict[str, list[str]]:
     return hints
 
 
-class MissingRole(ValueError):
+class MissingRoleError(ValueError):
     """A role the data must provide (request id, creation date, a location) could not be found."""
 
     def __init__(self, role: str, message: str):
@@ -267,7 +266,7 @@ def _parse_rest(text: pd.Series, out: pd.Series, tz: str | None, naive_utc: bool
     that looks like a date goes through dateutil (a pandas dependency) once; values with a zone are converted to
     ``tz``; at most DATEUTIL_LIMIT distinct values (the rest stay NaT). Returns how many values were converted."""
     import pandas as pd
-    from dateutil import parser
+    from dateutil import parser  # type: ignore[import-untyped]
 
     from .infer import DATE_LIKE
 
@@ -371,13 +370,13 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
         return frame[cols[key]] if key in cols else None
 
     if "request_id" not in cols:
-        raise MissingRole("request_id", "No request id column found.")
+        raise MissingRoleError("request_id", "No request id column found.")
     if "created_at" not in cols:
-        raise MissingRole("created_at", "No creation date column found.")
+        raise MissingRoleError("created_at", "No creation date column found.")
     has_latlon = "latitude" in cols and "longitude" in cols
     has_xy = "x" in cols and "y" in cols
     if not has_latlon and not has_xy and not fmap.pairs and not fmap.points:
-        raise MissingRole("location", "No coordinates found.")
+        raise MissingRoleError("location", "No coordinates found.")
     reason = np.full(n, None, dtype=object)
     usable = np.ones(n, dtype=bool)  # rows without a reject reason yet: the first reason found is kept
     unread: dict[str, int] = {}

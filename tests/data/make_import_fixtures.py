@@ -42,7 +42,7 @@ def main() -> None:
     write_csv(OUT / "sf311_utf16.csv", header, rows, "utf-16")  # with its BOM
     write_csv(OUT / "sf311_cp1252.csv", header, rows, "cp1252")
     data = bytearray((OUT / "sf311_utf8.csv").read_bytes())
-    at = data.index("Voice In".encode()) + 2  # one bad byte inside the first 'Voice In'
+    at = data.index(b"Voice In") + 2  # one bad byte inside the first 'Voice In'
     data[at:at + 1] = b"\xff"
     (OUT / "sf311_utf8_one_bad_byte.csv").write_bytes(bytes(data))
     # --- dates: 12 rows of every real format, one column each (names as the cities use them)

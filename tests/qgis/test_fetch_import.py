@@ -60,9 +60,9 @@ def test_socrata_end_to_end(run_alg, http_server, tmp_path):
     assert (res["FETCHED"], res["KEPT"], res["REJECTED_COUNT"], res["DUPLICATES"]) == \
         (fetched, kept, rejected, duplicates)
     out = {f["request_id"]: f for f in res["OUTPUT"].getFeatures()}
-    assert [f.name() for f in res["OUTPUT"].fields()] == ["request_id", "created_at", "closed_at", "status",
-                                                          "category", "descriptor", "agency", "address", "source", "channel",
-                                                          "city_initiated"]
+    assert [f.name() for f in res["OUTPUT"].fields()] == [
+        "request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address", "source",
+        "channel", "city_initiated"]
     swapped = out["SR24-000007"].geometry().asPoint()
     assert 41.7 < swapped.y() < 42 and -87.8 < swapped.x() < -87.5  # swapped back
     xy = out["SR24-000009"].geometry().asPoint()
