@@ -28,6 +28,9 @@ from ..presets import load_presets
 from ._zonal import advanced
 from .base import Civic311Algorithm
 from .canvasszones import METHODS
+from .outreachpriority import COMPONENTS, POLL_CAP
+
+PRIORITY_WEIGHTS = tuple((key, weight) for key, _, _, _, weight in COMPONENTS)
 
 OUTPUTS = (("REQUESTS_OUTPUT", "Requests (fetched or imported)", QgsProcessing.SourceType.TypeVectorPoint),
            ("STATS_OUTPUT", "Precinct statistics", QgsProcessing.SourceType.TypeVectorPolygon),
@@ -51,13 +54,16 @@ class OutreachPipeline(Civic311Algorithm):
         "they are fetched from the portal (PRESET or API/BASE_URL/DATASET, START_DATE/END_DATE, CATEGORIES, "
         "AUTH_CONFIG — see Fetch 311 service requests) -> REQUESTS_OUTPUT.\n"
         "2. Summarise requests by precinct (PRECINCTS, PRECINCT_ID_FIELD, VOTERS_FIELD, BALLOTS_FIELD, "
-        "CATEGORY_FIELD, TOP_CATEGORIES, START_DATE/END_DATE) -> STATS_OUTPUT.\n"
+        "CATEGORY_FIELD, TOP_CATEGORIES, EXCLUDE_CATEGORIES, RESIDENT_ONLY, START_DATE/END_DATE) -> STATS_OUTPUT.\n"
         "3. Hot spot analysis of HOTSPOT_FIELD (default rate_eb; requests without voters) with NEIGHBOURS, K, "
         "DISTANCE, PERMUTATIONS, SEED, FDR -> HOTSPOTS_OUTPUT.\n"
         "4. Transit and polling-place access of each precinct when STOPS is given (STOP_ID_FIELD, "
-        "POLLING_PLACES, POLLING_ID_FIELD, WALK_DISTANCE, POLL_DISTANCE) -> ACCESS_OUTPUT.\n"
-        "5. Outreach priority score (WEIGHT_RATE, WEIGHT_HOTSPOT, WEIGHT_TURNOUT, WEIGHT_POLL) -> "
-        "PRIORITY_OUTPUT.\n"
+        "POLLING_PLACES, POLLING_ID_FIELD, POLLING_PRECINCT_FIELD for the place each precinct is assigned to, "
+        "WALK_DISTANCE, POLL_DISTANCE); the polling distance is measured from the precinct's requests -> "
+        "ACCESS_OUTPUT.\n"
+        "5. Outreach priority score from non-voters (VOTERS_FIELD − BALLOTS_FIELD), the complaint rate and the "
+        "capped polling distance (WEIGHT_NONVOTERS, WEIGHT_RATE, WEIGHT_POLL, WEIGHT_HOTSPOT, WEIGHT_TURNOUT, "
+        "POLL_CAP) -> PRIORITY_OUTPUT.\n"
         "6. Canvassing zones (METHOD, ZONE_COUNT, EPS, MIN_POINTS, MAX_RADIUS, MAX_POINTS, SEED) for the "
         "requests in precincts of priority tier CANVASS_TIER or above, with routes starting at the nearest "
         "STOPS -> ZONES_OUTPUT, ZONES, ROUTES.\n"
@@ -105,6 +111,10 @@ class OutreachPipeline(Civic311Algorithm):
                                                        defaultValue="category", optional=True))
         self.addParameter(advanced(QgsProcessingParameterNumber("TOP_CATEGORIES", self.tr("Top categories"),
                                                                 P.Integer, 5, minValue=0)))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            "EXCLUDE_CATEGORIES", self.tr("Categories to leave out (comma-separated)"), optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            "RESIDENT_ONLY", self.tr("Count resident requests only (leave out city-initiated ones)"), True)))
         self.addParameter(QgsProcessingParameterString("HOTSPOT_FIELD", self.tr("Field for hot spots"),
                                                        defaultValue="rate_eb"))
         self.addParameter(QgsProcessingParameterEnum("NEIGHBOURS", self.tr("Neighbours"),
@@ -126,14 +136,19 @@ class OutreachPipeline(Civic311Algorithm):
             "POLLING_PLACES", self.tr("Polling places"), [QgsProcessing.SourceType.TypeVectorPoint], optional=True))
         self.addParameter(QgsProcessingParameterString("POLLING_ID_FIELD", self.tr("Polling place id field"),
                                                        optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "POLLING_PRECINCT_FIELD", self.tr("Precinct served by each polling place (field of the polling places; "
+                                              "matches PRECINCT_ID_FIELD)"), optional=True))
         for key, label, default in (("WALK_DISTANCE", "Walking distance to a stop (m)", 400.0),
                                     ("POLL_DISTANCE", "Far from a polling place (m)", 800.0)):
             self.addParameter(advanced(QgsProcessingParameterNumber(key, self.tr(label), P.Double, default,
                                                                     minValue=0.0)))
-        for key in ("RATE", "HOTSPOT", "TURNOUT", "POLL"):
+        for key, weight in PRIORITY_WEIGHTS:
             self.addParameter(advanced(QgsProcessingParameterNumber(f"WEIGHT_{key}",
                                                                     self.tr(f"Priority weight: {key.lower()}"),
-                                                                    P.Double, 1.0, minValue=0.0)))
+                                                                    P.Double, weight, minValue=0.0)))
+        self.addParameter(advanced(QgsProcessingParameterNumber("POLL_CAP", self.tr("Polling-place distance cap (m)"),
+                                                                P.Double, POLL_CAP, minValue=0.0)))
         self.addParameter(QgsProcessingParameterEnum("METHOD", self.tr("Canvassing zones method"),
                                                      options=list(METHODS), defaultValue=2))
         self.addParameter(QgsProcessingParameterNumber("CANVASS_TIER", self.tr("Canvass precincts of this tier "
@@ -189,7 +204,8 @@ class OutreachPipeline(Civic311Algorithm):
             requests = results["REQUESTS_OUTPUT"] = out["OUTPUT"]
         # 2. precinct statistics
         stats_params = {k: parameters[k] for k in ("PRECINCTS", "PRECINCT_ID_FIELD", "VOTERS_FIELD", "BALLOTS_FIELD",
-                                                   "CATEGORY_FIELD", "TOP_CATEGORIES")
+                                                   "CATEGORY_FIELD", "TOP_CATEGORIES", "EXCLUDE_CATEGORIES",
+                                                   "RESIDENT_ONLY")
                         if parameters.get(k) not in (None, "")}
         if parameters.get("REQUESTS"):
             stats_params.update(shared_source)
@@ -208,15 +224,19 @@ class OutreachPipeline(Civic311Algorithm):
         # 4. access
         if parameters.get("STOPS"):
             access = {k: parameters[k] for k in ("STOPS", "STOP_ID_FIELD", "POLLING_PLACES", "POLLING_ID_FIELD",
-                                                 "WALK_DISTANCE", "POLL_DISTANCE") if parameters.get(k) not in
-                      (None, "")}
+                                                 "POLLING_PRECINCT_FIELD", "WALK_DISTANCE", "POLL_DISTANCE")
+                      if parameters.get(k) not in (None, "")}
+            if access.get("POLLING_PRECINCT_FIELD"):
+                access["PRECINCT_FIELD"] = parameters["PRECINCT_ID_FIELD"]
+            access["REQUESTS"] = requests  # polling distance from where residents are
             out = run("transitaccess", {**access, "INPUT": current, "OUTPUT": dest("ACCESS_OUTPUT")}, 3)
             results["ACCESS_OUTPUT"] = current = out["OUTPUT"]
         # 5. priority
-        weights = {k: parameters[k] for k in ("WEIGHT_RATE", "WEIGHT_HOTSPOT", "WEIGHT_TURNOUT", "WEIGHT_POLL")
+        weights = {k: parameters[k] for k in [f"WEIGHT_{key}" for key, _ in PRIORITY_WEIGHTS] + ["POLL_CAP"]
                    if k in parameters}
         rate_field = "rate_eb" if parameters.get("VOTERS_FIELD") else "requests"
-        out = run("outreachpriority", {**weights, "INPUT": current, "RATE_FIELD": rate_field,
+        voters = {k: parameters.get(k) or "" for k in ("VOTERS_FIELD", "BALLOTS_FIELD")}
+        out = run("outreachpriority", {**weights, **voters, "INPUT": current, "RATE_FIELD": rate_field,
                                        "OUTPUT": dest("PRIORITY_OUTPUT")}, 4)
         results["PRIORITY_OUTPUT"] = out["OUTPUT"]
         # 6. canvassing zones for requests in the top tiers

@@ -8,12 +8,14 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDateTime,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
 )
 
 from ..core.geometry import assign_points_to_polygons
@@ -52,7 +54,8 @@ class PrecinctStats(Civic311Algorithm):
     NAME = "precinctstats"
     DISPLAY_NAME = "Summarise requests by precinct"
     GROUP = "precincts"
-    OUTPUT_FIELDS = ("requests", "rate_1k", "rate_eb", "quintile", "turnout", "top_category", "cat_<slug>")
+    OUTPUT_FIELDS = ("requests", "rate_1k", "rate_eb", "quintile", "turnout", "top_category", "city_initiated",
+                     "cat_<slug>")
     HELP = (
         "Counts 311 requests in each precinct and turns them into rates an analyst can compare.\n\n"
         "Each request point is assigned to exactly one precinct (even-odd point-in-polygon test with half-open "
@@ -71,7 +74,12 @@ class PrecinctStats(Civic311Algorithm):
         "class\n"
         "• turnout: ballots / registered voters (when both fields are given)\n"
         "• top_category: the most frequent category in the precinct\n"
+        "• city_initiated: requests city staff generated (the requests' city_initiated field = 1), left out of "
+        "requests and the rates when RESIDENT_ONLY (default; counted in them too otherwise): a city crew's sweep "
+        "is not residents' stress; NULL when the requests have no city_initiated field\n"
         "• cat_<slug>: counts for the city-wide top categories (NULL when below SUPPRESS_BELOW)\n\n"
+        "EXCLUDE_CATEGORIES (comma-separated, any case) leaves requests of those categories out of every count "
+        "(e.g. a city-run Tree Trim programme); the log says how many.\n\n"
         "START_DATE / END_DATE keep requests created on or after the start day and on or before the end day "
         "(field created_at). MATCHED counts requests inside a precinct, UNMATCHED those outside every precinct "
         "or without a location."
@@ -100,6 +108,11 @@ class PrecinctStats(Civic311Algorithm):
                            ("END_DATE", "End date (created_at on or before)")):
             self.addParameter(QgsProcessingParameterDateTime(
                 key, self.tr(label), QgsProcessingParameterDateTime.Type.Date, optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "EXCLUDE_CATEGORIES", self.tr("Categories to leave out (comma-separated)"), optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "RESIDENT_ONLY", self.tr("Count resident requests only (leave out city-initiated ones)"),
+            defaultValue=True))
         suppress = QgsProcessingParameterNumber(
             "SUPPRESS_BELOW", self.tr("Suppress category counts below (privacy)"),
             QgsProcessingParameterNumber.Type.Integer, 0, minValue=0)
@@ -135,7 +148,16 @@ class PrecinctStats(Civic311Algorithm):
                 category_field = ""
             else:
                 raise QgsProcessingException(f"REQUESTS has no field {category_field}: choose the category field.")
-        wanted = [f for f in (category_field,) if f]
+        exclude = {c.strip().lower() for c in self.parameterAsString(parameters, "EXCLUDE_CATEGORIES", context)
+                   .split(",") if c.strip()}
+        if exclude and not category_field:
+            raise QgsProcessingException("EXCLUDE_CATEGORIES needs the requests' category: set CATEGORY_FIELD.")
+        resident_only = self.parameterAsBoolean(parameters, "RESIDENT_ONLY", context)
+        has_city = request_source.fields().lookupField("city_initiated") >= 0
+        if resident_only and not has_city:
+            feedback.pushInfo("The requests have no city_initiated field (import or fetch them again to get it): "
+                              "every request is counted.")
+        wanted = [f for f in (category_field,) if f] + (["city_initiated"] if has_city else [])
         if start is not None or end is not None:
             if request_source.fields().lookupField("created_at") < 0:
                 raise QgsProcessingException("A date filter needs a created_at field on REQUESTS (run "
@@ -153,12 +175,36 @@ class PrecinctStats(Civic311Algorithm):
         x, y = points.x, points.y
         categories = points.attrs.get(category_field) if category_field else None
         out_of_range = 0
+        city = None
+        if has_city:
+            flags = points.attrs["city_initiated"]
+            city = np.array([v is not None and str(v) not in ("NULL", "") and float(v) == 1 for v in flags.tolist()],
+                            dtype=bool) if flags.dtype == object else np.asarray(flags, dtype=float) == 1
+        keep = np.ones(len(x), dtype=bool)
         if "created_at" in wanted:
             keep = date_mask(points.attrs["created_at"], start, end)
             out_of_range = int((~keep).sum())
-            x, y = x[keep], y[keep]
-            if categories is not None:
-                categories = categories[keep]
+        excluded = 0
+        if exclude:
+            lowered = np.array([str(c).strip().lower() if c is not None else "" for c in categories.tolist()],
+                               dtype=object)
+            out = keep & np.isin(lowered, list(exclude))
+            excluded = int(out.sum())
+            keep &= ~out
+            feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")
+        x, y = x[keep], y[keep]
+        if categories is not None:
+            categories = categories[keep]
+        city_x = city_y = None
+        if city is not None:
+            city = city[keep]
+            city_x, city_y = x[city], y[city]
+            if resident_only:
+                x, y = x[~city], y[~city]
+                if categories is not None:
+                    categories = categories[~city]
+                feedback.pushInfo(f"RESIDENT_ONLY: {int(city.sum())} city-initiated request(s) are counted apart "
+                                  "(field city_initiated), not in requests and the rates.")
 
         feedback.setProgressText(self.tr("Assigning requests to precincts"))
         assignment = assign_points_to_polygons(
@@ -166,6 +212,10 @@ class PrecinctStats(Civic311Algorithm):
             progress=lambda f: (feedback.setProgress(20 + 60 * f), not feedback.isCanceled())[1])
         if feedback.isCanceled():
             return {}
+        city_counts = np.full(n, np.nan)
+        if city_x is not None:
+            owner = assign_points_to_polygons(city_x, city_y, precincts.polygons)
+            city_counts = np.bincount(owner[owner >= 0], minlength=n).astype(float)
 
         def numbers(field):
             if not field:
@@ -185,7 +235,7 @@ class PrecinctStats(Civic311Algorithm):
                           "date range and not counted.")
 
         new = [("requests", "int"), ("rate_1k", "double"), ("rate_eb", "double"), ("quintile", "int"),
-               ("turnout", "double"), ("top_category", "string")]
+               ("turnout", "double"), ("top_category", "string"), ("city_initiated", "int")]
         new += [(name, "int") for name in summary.category_fields]
         fields, keep_idx = output_fields(precinct_source.fields(), new, feedback)
         sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields,
@@ -193,7 +243,8 @@ class PrecinctStats(Civic311Algorithm):
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         columns = [summary.requests, summary.rate_1k, summary.rate_eb,
-                   np.where(summary.quintile > 0, summary.quintile, np.nan), summary.turnout, summary.top_category]
+                   np.where(summary.quintile > 0, summary.quintile, np.nan), summary.turnout, summary.top_category,
+                   city_counts]
         columns += [summary.category_counts[:, j] for j in range(len(summary.category_fields))]
         write_rows(sink, precincts.features, keep_idx, columns, feedback)
         return {"OUTPUT": dest_id, "MATCHED": summary.matched, "UNMATCHED": unmatched}

@@ -99,12 +99,14 @@ def write_requests(ds):
     return len(df)
 
 
-def copy_layer(ds, name, src_path, fields, where=None, geom_from=None):
+def copy_layer(ds, name, src_path, fields, where=None, geom_from=None, computed=()):
+    """Copy a layer; ``computed``: (field, OGR type, function of the source feature) added after ``fields``."""
     src = ogr.Open(str(src_path))
     src_lyr = src.GetLayer(0)
     if where:
         src_lyr.SetAttributeFilter(where)
-    out = create_layer(ds, name, geom_from or src_lyr.GetGeomType(), [(o, t) for o, _, t in fields])
+    out = create_layer(ds, name, geom_from or src_lyr.GetGeomType(),
+                       [(o, t) for o, _, t in fields] + [(o, t) for o, t, _ in computed])
     ds.StartTransaction()
     n = 0
     for feat in src_lyr:
@@ -113,6 +115,8 @@ def copy_layer(ds, name, src_path, fields, where=None, geom_from=None):
             value = feat.GetField(src_name)
             if value not in (None, ""):
                 f[out_name] = value
+        for out_name, _, function in computed:
+            f[out_name] = function(feat)
         geom = feat.GetGeometryRef().Clone()
         if geom_from == ogr.wkbMultiPolygon:
             geom = ogr.ForceToMultiPolygon(geom)
@@ -179,7 +183,10 @@ def main():
     counts["polling_places"] = copy_layer(
         ds, "polling_places", DATA / "chicago_polling_places_2024" / "polling_locations_2024.geojson",
         [("ward", "Ward", ogr.OFTInteger), ("precinct", "Precinct", ogr.OFTInteger),
-         ("name", "Polling Place Name", ogr.OFTString), ("address", "Polling Place Address", ogr.OFTString)])
+         ("name", "Polling Place Name", ogr.OFTString), ("address", "Polling Place Address", ogr.OFTString)],
+        # the precinct each place serves, spelt like the precincts' ward_prec (ward 1, precinct 1 -> '01001')
+        computed=[("ward_prec", ogr.OFTString,
+                   lambda feat: f"{int(feat.GetField('Ward')):02d}{int(feat.GetField('Precinct')):03d}")])
     ds = None
     write_metadata()
     with sqlite3.connect(OUT) as con:

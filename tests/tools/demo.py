@@ -209,7 +209,8 @@ def main(out_dir: str) -> None:
     stats = run("outreachpipeline", {
         "REQUESTS": sample("requests"), "PRECINCTS": sample("precincts"), "PRECINCT_ID_FIELD": "ward_prec",
         "VOTERS_FIELD": "registered_voters", "BALLOTS_FIELD": "ballots_cast", "STOPS": sample("stops"),
-        "POLLING_PLACES": sample("polling_places"), "POLLING_ID_FIELD": "name", "PERMUTATIONS": 999,
+        "POLLING_PLACES": sample("polling_places"), "POLLING_ID_FIELD": "name",
+        "POLLING_PRECINCT_FIELD": "ward_prec", "PERMUTATIONS": 999,
         "STATS_OUTPUT": dest("precinct_stats"), "HOTSPOTS_OUTPUT": dest("hotspots"), "ACCESS_OUTPUT": dest("access"),
         "PRIORITY_OUTPUT": dest("priority"), "ZONES_OUTPUT": dest("zone_requests"), "ZONES": dest("zones"),
         "ROUTES": dest("routes")})
