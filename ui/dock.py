@@ -152,9 +152,10 @@ class Civic311Dock(QDockWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        self.table = QTableWidget(0, 5)
+        self.table = QTableWidget(0, 7)
         self.table.setHorizontalHeaderLabels([self.tr("Rank"), self.tr("Precinct"), self.tr("Priority"),
-                                              self.tr("Requests"), self.tr("Turnout")])
+                                              self.tr("Requests"), self.tr("Turnout"), self.tr("Main driver"),
+                                              self.tr("Stable")])
         self.table.cellClicked.connect(self.zoom_to_row)
         layout.addWidget(QLabel(self.tr("Top-priority precincts (click to zoom)")))
         layout.addWidget(self.table)
@@ -190,8 +191,13 @@ class Civic311Dock(QDockWidget):
         if self.stops.currentLayer() is not None:
             params["STOPS"] = self.stops.currentLayer()
             params["STOP_ID_FIELD"] = "stop_id"
-        if self.polls.currentLayer() is not None:
-            params["POLLING_PLACES"] = self.polls.currentLayer()
+        polls = self.polls.currentLayer()
+        if polls is not None:
+            params["POLLING_PLACES"] = polls
+            # polling places that name the precinct they serve in a field spelt like the precinct id: measured
+            # to the assigned place, not the nearest
+            if params["PRECINCT_ID_FIELD"] and polls.fields().lookupField(params["PRECINCT_ID_FIELD"]) >= 0:
+                params["POLLING_PRECINCT_FIELD"] = params["PRECINCT_ID_FIELD"]
         for key, _ in OPENABLE + (("ZONES_OUTPUT", ""),):
             params[key] = "TEMPORARY_OUTPUT"
         return params
@@ -253,7 +259,8 @@ class Civic311Dock(QDockWidget):
         for r, f in enumerate(rows):
             turnout = f["turnout"]
             values = [str(f["priority_rank"]), str(f[id_field]), f"{f['priority']:.0f}", str(f["requests"]),
-                      "" if turnout is None or str(turnout) == "NULL" else f"{100 * turnout:.0f} %"]
+                      "" if turnout is None or str(turnout) == "NULL" else f"{100 * turnout:.0f} %",
+                      str(f["top_driver"]), f"{100 * f['rank_stability']:.0f} %"]
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
         self.table.resizeColumnsToContents()

@@ -37,6 +37,8 @@ def test_dock_runs_the_pipeline_and_shows_results(plugin, qgis_iface, qgis_new_p
     assert done == [True], dock.status.text()
     assert dock.table.rowCount() == 20
     assert dock.table.item(0, 0).text() == "1"
+    assert dock.parameters()["POLLING_PRECINCT_FIELD"] == "ward_prec"  # the assigned polling places
+    assert dock.table.item(0, 5).text() == "non_voters" and dock.table.item(0, 6).text().endswith(" %")
     assert "8283 requests" in dock.status.text()
     assert len(dock.chart.counts) == 4 and dock.chart.counts[0][1] > 1500
     assert all(dock.open_buttons[k].isEnabled() for k in ("PRIORITY_OUTPUT", "ZONES", "ROUTES"))

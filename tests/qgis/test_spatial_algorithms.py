@@ -133,25 +133,22 @@ def test_null_values_are_refused_with_advice(run_alg):
                                         "OUTPUT": "memory:"})
 
 
-def test_outreach_priority_formula(run_alg, precinct_stats):
-    gi = run_alg("civic311:hotspots", {"INPUT": precinct_stats, "FIELD": "rate_eb", "NEIGHBOURS": 0,
-                                       "PERMUTATIONS": 0, "OUTPUT": "memory:"})["OUTPUT"]
-    res = run_alg("civic311:outreachpriority", {"INPUT": gi, "WEIGHT_TURNOUT": 2.0, "OUTPUT": "memory:"})
+def test_outreach_priority_without_polling_distance(run_alg, precinct_stats):
+    """Default fields that the layer lacks (poll_m) are left out and said so; the weights of the others are
+    renormalised; a field the user names that is absent is an error."""
+    res = run_alg("civic311:outreachpriority", {"INPUT": precinct_stats, "OUTPUT": "memory:"})
     out = res["OUTPUT"]
-    assert "poll_m" in "\n".join(res["_feedback"].messages)  # absent optional component is reported
+    assert any("No poll_m field" in m for m in res["_feedback"].messages)
+    from scipy.stats import rankdata
 
-    def z(v):
-        return (v - v.mean()) / v.std()
+    def pct(v):
+        return (rankdata(v) - 1) / (len(v) - 1)
 
-    raw = (z(column(out, "rate_eb")) + z(column(out, "gi_z")) - 2 * z(column(out, "turnout"))) / 4
-    expected = 100 * (raw - raw.min()) / (raw.max() - raw.min())
+    nv = column(out, "registered_voters") - column(out, "ballots_cast")
+    expected = 100 * (0.5 * pct(nv) + 0.3 * pct(column(out, "rate_eb"))) / 0.8
     np.testing.assert_allclose(column(out, "priority"), expected, atol=1e-9)
-    rank = column(out, "priority_rank")
-    assert rank[np.argmax(expected)] == 1 and sorted(rank) == list(range(1, 1292))
-    tier = column(out, "tier")
-    assert expected[tier == 5].min() >= expected[tier == 4].max()
-    with pytest.raises(QgsProcessingException, match="no field nosuch"):
-        run_alg("civic311:outreachpriority", {"INPUT": gi, "RATE_FIELD": "nosuch", "OUTPUT": "memory:"})
+    with pytest.raises(QgsProcessingException, match="no field 'nosuch'"):
+        run_alg("civic311:outreachpriority", {"INPUT": precinct_stats, "RATE_FIELD": "nosuch", "OUTPUT": "memory:"})
 
 
 def test_turnout_regression_matches_lstsq_and_reports(run_alg, precinct_stats, tmp_path):

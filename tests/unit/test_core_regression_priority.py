@@ -4,7 +4,8 @@
 import numpy as np
 import pytest
 
-from civic311.processing.core.priority import Component, outreach_priority, zscore
+from civic311.processing.core.precincts import quintiles
+from civic311.processing.core.priority import Component, outreach_priority, percentile_rank
 from civic311.processing.core.regression import global_moran, least_squares
 from civic311.processing.core.weights import knn
 
@@ -53,14 +54,55 @@ def test_global_moran_detects_clustered_residuals():
     assert abs(i_random) < 0.15 and p_random > 0.05
 
 
-def test_priority_formula_signs_and_scaling():
-    rate = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
-    turnout = np.array([0.6, 0.5, 0.4, 0.3, 0.2])
-    res = outreach_priority([Component("rate_eb", rate, 1.0, 1), Component("turnout", turnout, 1.0, -1)])
-    expected = (zscore(rate) - zscore(turnout)) / 2
+def test_percentile_rank_ties_caps_signs_and_missing():
+    v = np.array([5.0, 1.0, 3.0, 3.0, np.nan, 9.0])
+    np.testing.assert_allclose(percentile_rank(v), [0.75, 0.0, 0.375, 0.375, 0.5, 1.0])
+    np.testing.assert_allclose(percentile_rank(v, sign=-1), [0.25, 1.0, 0.625, 0.625, 0.5, 0.0])
+    # everything above the cap ties at the top: one far outlier cannot lift a precinct above the others past it
+    np.testing.assert_allclose(percentile_rank(np.array([100.0, 5000.0, 2000.0, 50.0]), cap=1609.0),
+                               [1 / 3, 5 / 6, 5 / 6, 0.0])
+
+
+def test_priority_is_the_weighted_mean_of_percentile_ranks():
+    rng = np.random.default_rng(4)
+    n = 60
+    nv, rate, poll = rng.gamma(2, 300, n), rng.gamma(1, 10, n), rng.gamma(1, 800, n)
+    poll[0] = 50_000.0  # an airport-like outlier
+    res = outreach_priority([Component("non_voters", nv, 0.5, 1), Component("rate_eb", rate, 0.3, 1),
+                             Component("poll_m", poll, 0.2, 1, cap=1609.0)])
+
+    def pct(v):  # by hand: average ranks with scipy
+        from scipy.stats import rankdata
+
+        return (rankdata(v) - 1) / (len(v) - 1)
+
+    p = np.column_stack([pct(nv), pct(rate), pct(np.minimum(poll, 1609.0))])
+    expected = p @ np.array([0.5, 0.3, 0.2])
     np.testing.assert_allclose(res.raw, expected)
-    np.testing.assert_allclose(res.priority, [0, 25, 50, 75, 100])
-    assert res.rank.tolist() == [5, 4, 3, 2, 1] and res.tier.tolist() == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(res.priority, 100 * expected)  # not rescaled to the max
+    assert res.rank[np.argmax(expected)] == 1 and sorted(res.rank) == list(range(1, n + 1))
+    drivers = np.array(["non_voters", "rate_eb", "poll_m"])[np.argmax(p * [0.5, 0.3, 0.2], axis=1)]
+    assert res.top_driver.tolist() == drivers.tolist()
+    assert res.tier.tolist() == quintiles(expected).tolist()
+    assert res.stability.min() >= 0 and res.stability.max() <= 1
+
+
+def test_rank_stability_counts_tier_changes_under_weight_perturbations():
+    # precinct 0 tops every component: it stays in the top tier whatever the weights; the others trade places
+    a = np.array([10.0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    b = np.array([10.0, 9, 8, 7, 6, 5, 4, 3, 2, 1])
+    res = outreach_priority([Component("a", a, 1.0, 1), Component("b", b, 1.0, 1)], seed=3)
+    assert res.stability[0] == 1.0
+    # by hand: the share of the same 200 perturbations in which each precinct keeps its tier
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.75, 1.25, size=(200, 2))
+    w /= w.sum(axis=1, keepdims=True)
+    p = np.column_stack([percentile_rank(a), percentile_rank(b)])
+    kept = np.array([quintiles(p @ wk) == res.tier for wk in w]).mean(axis=0)
+    np.testing.assert_allclose(res.stability, kept)
+    assert kept.min() < 1  # some precincts are fragile
+    again = outreach_priority([Component("a", a, 1.0, 1), Component("b", b, 1.0, 1)], seed=3)
+    np.testing.assert_array_equal(again.stability, res.stability)
 
 
 def test_priority_weights_and_missing_values():
@@ -68,7 +110,6 @@ def test_priority_weights_and_missing_values():
     b = np.array([3.0, 2.0, 1.0, 2.0])
     only_a = outreach_priority([Component("a", a, 1.0, 1), Component("b", b, 0.0, 1)])
     assert only_a.used == ["a"] and only_a.rank[2] == 1
-    # the missing value counts as average (z = 0)
-    assert only_a.raw[3] == pytest.approx(0.0)
+    assert only_a.raw[3] == pytest.approx(0.5)  # the missing value counts as the middle
     with pytest.raises(ValueError):
         outreach_priority([Component("a", a, 0.0, 1)])
