@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from qgis.PyQt.QtCore import QVariant
 from qgis.core import (
     QgsFeature,
     QgsProcessingException,
@@ -57,6 +58,21 @@ class SpatialInput:
     band: float
     source: object
     is_polygon: bool
+
+
+DENSE_BAND = 30  # mean neighbours above which a distance band is too wide for local statistics
+
+
+def data_label(source) -> str:
+    """A field that names features (an id-like first text field), or '' to use feature ids."""
+    for fld in source.fields():
+        if fld.type() == QVariant.String:
+            return fld.name()
+    return ""
+
+
+def _label(feature, field: str) -> str:
+    return f"{field} {feature[field]}" if field else f"feature {feature.id()}"
 
 
 def numeric_values(features, field_index: int) -> np.ndarray:
@@ -124,4 +140,18 @@ def read_spatial_input(alg, parameters, context, feedback, field_key: str = "FIE
                              "neighbours or a larger distance band.")
     if kind == Neighbours.DISTANCE:
         feedback.pushInfo(f"Distance band: {band:.1f} m")
+        mean_card = float(np.diff(weights.indptr).mean()) if n else 0.0
+        if mean_card > DENSE_BAND:
+            why = ""
+            if distance <= 0:  # the automatic band: the most isolated feature sets it for everyone
+                from scipy.spatial import cKDTree
+
+                d, _ = cKDTree(xy).query(xy, k=2)
+                far = int(np.argmax(d[:, 1]))
+                name = _label(features[far], data_label(source))
+                why = (f" The automatic band is the distance from the most isolated feature ({name}) to its nearest "
+                       f"neighbour, {d[far, 1]:.0f} m, and every other feature inherits it.")
+            feedback.pushWarning(f"The distance band gives each feature {mean_card:.0f} neighbours on average: "
+                                 f"local statistics then compare each feature with a large part of the map, and "
+                                 f"most look significant.{why} Choose K nearest neighbours, or a smaller band.")
     return SpatialInput(features, values, weights, band, source, polygons is not None)

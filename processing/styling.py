@@ -260,13 +260,15 @@ def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetad
     """Write the default style and the metadata into a file output (GeoPackage layer_styles / gpkg_metadata,
     or .qml/.qmd beside other formats)."""
     layer = QgsVectorLayer(path, "output", "ogr")
-    if not layer.isValid() or not style_layer(layer, algorithm, key, hints):
+    if not layer.isValid():
         return False
+    styled = style_layer(layer, algorithm, key, hints)  # tables have no style, but keep their metadata
     layer.setMetadata(metadata)
     parts = QgsProviderRegistry.instance().decodeUri("ogr", path)
     file_path = parts.get("path", path)
     if file_path.lower().endswith(".gpkg"):
-        error = layer.saveStyleToDatabase("civic311", f"civic311 default style for {algorithm}:{key}", True, "")
+        error = layer.saveStyleToDatabase("civic311", f"civic311 default style for {algorithm}:{key}", True, "") \
+            if styled else ""
         if error and feedback is not None:
             feedback.pushWarning(f"Could not store the style in {file_path}: {error}")
         try:
@@ -277,7 +279,12 @@ def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetad
                 ds = ogr.Open(file_path)
                 uri = f"{file_path}|layername={ds.GetLayer(0).GetName()}" if ds is not None else uri
                 ds = None
-            ok, error = QgsProviderRegistry.instance().saveLayerMetadata("ogr", uri, metadata)
+            # gpkg_contents.identifier is unique: two outputs (or two runs) of one algorithm in one GeoPackage
+            # each need their own, so the table name is part of it
+            table = QgsProviderRegistry.instance().decodeUri("ogr", uri).get("layerName") or key
+            own = QgsLayerMetadata(metadata)
+            own.setIdentifier(f"{metadata.identifier()}:{table}")
+            ok, error = QgsProviderRegistry.instance().saveLayerMetadata("ogr", uri, own)
             if not ok and feedback is not None:
                 feedback.pushWarning(f"Could not store the metadata in {file_path}: {error}")
         except Exception as err:  # noqa: BLE001 - metadata is a courtesy: never fail the analysis for it
@@ -285,9 +292,10 @@ def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetad
                 feedback.pushWarning(f"Could not store the metadata in {file_path}: {err}")
     else:
         base = str(Path(file_path).with_suffix(""))
-        layer.saveNamedStyle(base + ".qml")
+        if styled:
+            layer.saveNamedStyle(base + ".qml")
         layer.saveNamedMetadata(base + ".qmd")
-    return True
+    return styled
 
 
 def keep_alive(obj):

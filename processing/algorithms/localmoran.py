@@ -32,7 +32,13 @@ class LocalMoran(Civic311Algorithm):
         "same permutations as esda without numba), lisa_q: HH (high value among high neighbours), LL, HL "
         "(high outlier among low neighbours), LH, or 'Not significant' when lisa_psim ≥ 0.05 — or above the "
         "Benjamini-Hochberg False Discovery Rate threshold at 5 % when FDR is on. With PERMUTATIONS = 0 the "
-        "analytic (randomisation) z-score is used for lisa_z and significance."
+        "analytic z-score under conditional randomisation is used for lisa_z and significance: "
+        "z = (I_i − E[I_i]) / sqrt(Var[I_i]) with the moments that hold the feature's own value fixed (Sokal et al. "
+        "1998, eqs. A7–A8; esda's EIc and VIc), the null the permutation test uses too; its p-value is "
+        "two-sided.\n\n"
+        "p-values: lisa_psim is a folded one-sided pseudo p-value, as esda and GeoDa report it — (the number of "
+        "permutations at least as extreme in the observed statistic's own direction + 1) / (PERMUTATIONS + 1) — so "
+        "it never exceeds 0.5, and cannot be smaller than 1 / (PERMUTATIONS + 1)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API

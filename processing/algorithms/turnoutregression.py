@@ -22,27 +22,43 @@ from ..neighbours import NEIGHBOUR_HELP, add_neighbour_parameters, numeric_value
 from .base import Civic311Algorithm
 
 
-def plain_sentence(res: OLSResult, explanatory: str, turnout_scale: float) -> str:
+def plain_sentence(res: OLSResult, explanatory: str, turnout_scale: float, moran_i: float = float("nan"),
+                   moran_p: float = float("nan"), cluster_field: str = "") -> str:
     b, p = res.coef[1], res.p[1]
     unit = "request per 1,000 voters" if explanatory in ("rate_1k", "rate_eb") else f"unit of {explanatory}"
     points = abs(b) * turnout_scale
     direction = "lower" if b < 0 else "higher"
     what = "percentage-point" if turnout_scale == 100 else "point"
-    return (f"Each additional {unit} is associated with a {points:.3g}-{what} {direction} turnout "
+    text = (f"Each additional {unit} is associated with a {points:.3g}-{what} {direction} turnout "
             f"(p = {p:.3g}, R² = {res.r2:.2f}, n = {res.n}).")
+    if res.cluster_p is not None:
+        text += (f" With standard errors robust to clustering by {cluster_field} ({res.clusters} clusters), "
+                 f"p = {res.cluster_p[1]:.3g}.")
+    if np.isfinite(moran_p) and moran_p < 0.05:
+        text += (f" Caution: the residuals cluster in space (Moran's I = {moran_i:.2f}, p = {moran_p:.3g}), so "
+                 "neighbouring precincts are not independent and the p-value above"
+                 + (" assuming independence" if res.cluster_p is not None else "")
+                 + " is unreliable (too small)"
+                 + ("." if res.cluster_p is not None else "; set CLUSTER_FIELD (e.g. ward) for cluster-robust "
+                    "standard errors."))
+    return text
 
 
 def html_report(res: OLSResult, sentence: str, moran_i: float, moran_p: float, turnout: str, weighted: str) -> str:
+    robust = res.cluster_se is not None
     rows = "".join(
         f"<tr><td>{html.escape(n)}</td><td>{c:.6g}</td><td>{s:.4g}</td><td>{t:.3f}</td><td>{p:.4g}</td>"
-        f"<td>{lo:.6g}</td><td>{hi:.6g}</td></tr>"
-        for n, c, s, t, p, lo, hi in zip(res.names, res.coef, res.se, res.t, res.p, res.ci_low, res.ci_high))
+        f"<td>{lo:.6g}</td><td>{hi:.6g}</td>"
+        + (f"<td>{res.cluster_se[i]:.4g}</td><td>{res.cluster_p[i]:.4g}</td>" if robust else "") + "</tr>"
+        for i, (n, c, s, t, p, lo, hi) in enumerate(zip(res.names, res.coef, res.se, res.t, res.p, res.ci_low,
+                                                        res.ci_high)))
+    robust_head = "<th>cluster-robust s.e.</th><th>cluster-robust p</th>" if robust else ""
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>civic311 turnout regression</title></head><body>"
         f"<h1>Complaints and turnout</h1><p><b>{html.escape(sentence)}</b></p>"
         f"<p>Dependent variable: {html.escape(turnout)}. {html.escape(weighted)}</p>"
         "<table border='1' cellpadding='4'><tr><th>term</th><th>coefficient</th><th>std. error</th><th>t</th>"
-        f"<th>p</th><th>95 % low</th><th>95 % high</th></tr>{rows}</table>"
+        f"<th>p</th><th>95 % low</th><th>95 % high</th>{robust_head}</tr>{rows}</table>"
         f"<p>R² = {res.r2:.4f}; adjusted R² = {res.adj_r2:.4f}; n = {res.n}</p>"
         f"<p>Moran's I of the residuals = {moran_i:.4f} (permutation p = {moran_p:.4g}). A significant value "
         "means the residuals cluster in space: nearby precincts share something the model leaves out.</p>"
@@ -63,7 +79,11 @@ class TurnoutRegression(Civic311Algorithm):
         + NEIGHBOUR_HELP + "\n\n"
         "Output fields: predicted, residual (observed − predicted), std_resid (internally studentised "
         "residual). REPORT: an HTML page with the coefficient table, R², adjusted R², n, the residual Moran's "
-        "I and a plain sentence. Precincts with a NULL in any model field are left out of the fit (their "
+        "I and a plain sentence. When the residual Moran's I is significant (p < 0.05) the sentence says the "
+        "p-value is unreliable: neighbouring precincts are not independent observations, so the classical "
+        "standard errors are too small. CLUSTER_FIELD (e.g. ward) adds cluster-robust (CR1) standard errors, as "
+        "statsmodels' cov_type='cluster' with Student's t on G − 1 degrees of freedom, and the report states "
+        "both. Degenerate fits (no rows, a constant dependent variable, an exact fit) stop with an error. Precincts with a NULL in any model field are left out of the fit (their "
         "output fields are NULL)."
     )
 
@@ -81,34 +101,48 @@ class TurnoutRegression(Civic311Algorithm):
         self.addParameter(QgsProcessingParameterField(
             "WEIGHT_FIELD", self.tr("Weight field (weighted least squares)"), parentLayerParameterName="INPUT",
             type=QgsProcessingParameterField.DataType.Numeric, optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            "CLUSTER_FIELD", self.tr("Cluster field for robust standard errors (e.g. ward)"),
+            parentLayerParameterName="INPUT", optional=True))
         add_neighbour_parameters(self)
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", self.tr("Regression residuals")))
         self.addParameter(QgsProcessingParameterFileDestination(
             "REPORT", self.tr("Regression report"), fileFilter="HTML files (*.html)"))
         for key, label in (("COEFFICIENT", "Coefficient of the first explanatory field"), ("R2", "R²"),
-                           ("MORAN_I", "Moran's I of the residuals"), ("MORAN_P", "Residual Moran's I p-value")):
+                           ("MORAN_I", "Moran's I of the residuals"), ("MORAN_P", "Residual Moran's I p-value"),
+                           ("P", "p-value of the first explanatory field (classical)"),
+                           ("CLUSTER_P", "p-value of the first explanatory field (cluster-robust)")):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
 
     def execute(self, parameters, context, feedback):
         turnout = self.parameterAsString(parameters, "TURNOUT_FIELD", context)
         explanatory = self.parameterAsFields(parameters, "EXPLANATORY_FIELDS", context)
         weight_field = self.parameterAsString(parameters, "WEIGHT_FIELD", context)
+        cluster_field = self.parameterAsString(parameters, "CLUSTER_FIELD", context)
         if not explanatory:
             raise QgsProcessingException("Choose at least one explanatory field.")
         data = read_spatial_input(self, parameters, context, feedback, field_key="TURNOUT_FIELD", allow_null=True)
         fields = data.source.fields()
-        for f in explanatory + ([weight_field] if weight_field else []):
-            if fields.lookupField(f) < 0:
-                raise QgsProcessingException(f"INPUT has no field {f}.")
+        for key, f in [("EXPLANATORY_FIELDS", f) for f in explanatory] + [("WEIGHT_FIELD", weight_field),
+                                                                          ("CLUSTER_FIELD", cluster_field)]:
+            if f and fields.lookupField(f) < 0:
+                names = ", ".join(fld.name() for fld in fields)
+                raise QgsProcessingException(f"INPUT has no field {f!r} ({key}). Its fields: {names}.")
         y = data.values
         x = np.column_stack([numeric_values(data.features, fields.lookupField(f)) for f in explanatory])
         w = numeric_values(data.features, fields.lookupField(weight_field)) if weight_field else np.ones(len(y))
         ok = np.isfinite(y) & np.isfinite(x).all(axis=1) & np.isfinite(w) & (w > 0)
+        groups = None
+        if cluster_field:
+            idx = fields.lookupField(cluster_field)
+            raw = [f.attributes()[idx] for f in data.features]
+            groups = np.array([None if v is None or str(v) == "NULL" else str(v) for v in raw], dtype=object)
+            ok &= groups != None  # noqa: E711 - elementwise comparison with None
         if (~ok).any():
             feedback.pushWarning(f"{int((~ok).sum())} feature(s) with NULL values (or a non-positive weight) are "
                                  "left out of the regression.")
         try:
-            res = least_squares(y[ok], x[ok], explanatory, w[ok])
+            res = least_squares(y[ok], x[ok], explanatory, w[ok], None if groups is None else groups[ok])
         except ValueError as err:
             raise QgsProcessingException(str(err)) from err
         sub = data.weights[ok][:, ok]
@@ -116,7 +150,7 @@ class TurnoutRegression(Civic311Algorithm):
                                         permutations=self.parameterAsInt(parameters, "PERMUTATIONS", context),
                                         seed=self.parameterAsInt(parameters, "SEED", context))
         scale = 100.0 if np.nanmax(np.abs(y[ok])) <= 1.0 else 1.0
-        sentence = plain_sentence(res, explanatory[0], scale)
+        sentence = plain_sentence(res, explanatory[0], scale, moran_i, moran_p, cluster_field)
         feedback.pushInfo(sentence)
         full = {name: np.full(len(y), np.nan) for name in ("predicted", "residual", "std_resid")}
         full["predicted"][ok], full["residual"][ok], full["std_resid"][ok] = res.predicted, res.residual, res.std_resid
@@ -130,5 +164,8 @@ class TurnoutRegression(Civic311Algorithm):
         weighted = f"Weighted by {weight_field}." if weight_field else "Unweighted (OLS)."
         with open(report, "w", encoding="utf-8") as fh:
             fh.write(html_report(res, sentence, moran_i, moran_p, turnout, weighted))
-        return {"OUTPUT": dest_id, "REPORT": report, "COEFFICIENT": float(res.coef[1]), "R2": res.r2,
-                "MORAN_I": moran_i, "MORAN_P": moran_p}
+        results = {"OUTPUT": dest_id, "REPORT": report, "COEFFICIENT": float(res.coef[1]), "R2": res.r2,
+                   "MORAN_I": moran_i, "MORAN_P": moran_p, "P": float(res.p[1])}
+        if res.cluster_p is not None:
+            results["CLUSTER_P"] = float(res.cluster_p[1])
+        return results

@@ -175,9 +175,10 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, se
         wi = np.asarray(wr.sum(axis=1)).ravel()
         wi2 = np.asarray(wr.multiply(wr).sum(axis=1)).ravel()
         m2 = den / n
-        b2 = ((z ** 4).sum() / n) / m2 ** 2
-        e_i = -wi / (n - 1)
-        v_i = wi2 * (n - b2) / (n - 1) + (wi ** 2 - wi2) * (2 * b2 - n) / ((n - 1) * (n - 2)) - e_i ** 2
+        # conditional randomisation (Sokal et al. 1998, eqs A7-A8; esda's EIc, VIc): the feature's own value
+        # stays, the others are permuted, the null that the permutation test uses too
+        e_i = -(z ** 2 * wi) / ((n - 1) * m2)
+        v_i = (z / m2) ** 2 * (n / (n - 2)) * (wi2 - wi ** 2 / (n - 1)) * (m2 - z ** 2 / (n - 1))
     quadrant = np.where(z > 0, np.where(lag > 0, 1, 4), np.where(lag > 0, 2, 3))
     z_sim = np.full(n, np.nan)
     p_sim = np.full(n, np.nan)

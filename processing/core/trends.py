@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,9 +81,47 @@ def build_cube(zone: np.ndarray, times: np.ndarray, categories: np.ndarray | Non
     return Cube(periods, by_cat.sum(axis=2), by_cat, cat_names, int((~keep).sum()))
 
 
+EXACT_MAX = 10  # up to this many periods the p-value comes from the exact null distribution of S
+
+
+def _qbinomial(m: int, r: int) -> np.ndarray:
+    """Coefficients of the Gaussian (q-)binomial [m choose r]_q: how many arrangements of r equal items among m
+    positions have each number of inversions."""
+    table = {(0, 0): np.array([1], dtype=object)}
+    for mm in range(1, m + 1):
+        for rr in range(0, min(mm, r) + 1):
+            left = table.get((mm - 1, rr - 1), np.zeros(0, dtype=object)) if rr > 0 else np.zeros(0, dtype=object)
+            right = table.get((mm - 1, rr), np.zeros(0, dtype=object)) if rr < mm else np.zeros(0, dtype=object)
+            out = np.zeros(max(len(left), len(right) + rr), dtype=object)
+            out[:len(left)] += left
+            out[rr:rr + len(right)] += right
+            table[(mm, rr)] = out
+    return table[(m, r)]
+
+
+@lru_cache(maxsize=512)
+def exact_s_distribution(ties: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(S values, probabilities) of the Mann-Kendall statistic under the null (every arrangement of the observed
+    values equally likely), for tie groups of these sizes. The inversions of a multiset permutation follow the
+    q-multinomial coefficient, built as a product of q-binomials; S = n(n-1)/2 - T - 2 I with T the tied
+    pairs."""
+    n = sum(ties)
+    counts = np.array([1], dtype=object)
+    total = 0
+    for t in ties:
+        total += t
+        counts = np.convolve(counts, _qbinomial(total, t))
+    tied = sum(t * (t - 1) // 2 for t in ties)
+    inversions = np.arange(len(counts))
+    s_values = n * (n - 1) // 2 - tied - 2 * inversions
+    probs = np.asarray(counts / counts.sum(), dtype=float)
+    return s_values, probs
+
+
 def mann_kendall(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kendall's tau-b of each row against time and its two-sided p-value (normal approximation with the tie
-    correction, no continuity correction) — the same as scipy.stats.kendalltau(t, x, method='asymptotic')."""
+    """Kendall's tau-b of each row against time and the two-sided Mann-Kendall p-value: exact (the null
+    distribution of S given the row's ties) for at most EXACT_MAX periods, else the normal approximation with the
+    tie-corrected variance and the continuity correction (S − sign(S)), as pymannkendall.original_test."""
     from scipy import stats
 
     x = np.atleast_2d(np.asarray(series, dtype=float))
@@ -94,10 +134,12 @@ def mann_kendall(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # tie groups per row: run lengths of equal sorted values
     tie_terms = np.zeros(len(x))
     tie_pairs = np.zeros(len(x))
+    groups = []
     new_run = np.concatenate([np.ones((len(x), 1), bool), srt[:, 1:] != srt[:, :-1]], axis=1)
     run_id = np.cumsum(new_run, axis=1) - 1
     for r in range(len(x)):
         t = np.bincount(run_id[r])
+        groups.append(tuple(sorted(t.tolist())))
         t = t[t > 1]
         tie_terms[r] = (t * (t - 1) * (2 * t + 5)).sum()
         tie_pairs[r] = (t * (t - 1) / 2).sum()
@@ -105,37 +147,60 @@ def mann_kendall(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     var = (n * (n - 1) * (2 * n + 5) - tie_terms) / 18.0
     with np.errstate(divide="ignore", invalid="ignore"):
         tau = s / np.sqrt(n0 * (n0 - tie_pairs))
-        z = s / np.sqrt(var)
+        z = (s - np.sign(s)) / np.sqrt(var)
     p = 2 * stats.norm.sf(np.abs(z))
+    if n <= EXACT_MAX:
+        for r in range(len(x)):
+            if var[r] <= 0:
+                continue
+            values, probs = exact_s_distribution(groups[r])
+            p[r] = min(1.0, float(probs[np.abs(values) >= abs(s[r]) - 1e-9].sum()))
     tau[var <= 0] = np.nan
     p[var <= 0] = np.nan
     return tau, p
 
 
+PRIOR_DF = 8.0  # weight of the pooled dispersion, in baseline degrees of freedom, when shrinking each zone's
+
+
+def pooled_dispersion(base: np.ndarray) -> tuple[np.ndarray, float]:
+    """Dispersion φ (variance / mean) per zone, shrunk towards the dispersion pooled over every zone (empirical
+    Bayes): φ_i = ((B−1)·v_i/m_i + d·φ̂) / ((B−1) + d), with φ̂ = Σ_i Σ_t (x_it − m_i)² / Σ_i (B−1)·m_i, d =
+    PRIOR_DF, floored at 1. A handful of baseline periods says little about one zone's dispersion; the city's
+    zones together say a lot. Returns (φ_i, φ̂)."""
+    b = base.shape[1]
+    mean = base.mean(axis=1)
+    if b < 2:
+        return np.ones(len(base)), 1.0
+    ss = ((base - mean[:, None]) ** 2).sum(axis=1)
+    used = mean > 0
+    pooled = float(ss[used].sum() / ((b - 1) * mean[used].sum())) if used.any() else 1.0
+    pooled = max(pooled, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.where(used, ss / ((b - 1) * np.where(used, mean, 1.0)), pooled)
+    phi = ((b - 1) * raw + PRIOR_DF * pooled) / ((b - 1) + PRIOR_DF)
+    return np.maximum(phi, pooled), pooled
+
+
 def spike_test(last: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """z-score of the last count against the baseline periods, for small overdispersed counts.
 
-    The next count is predicted by a Gamma-Poisson (negative binomial) distribution: with B baseline periods
-    summing to S and dispersion phi = max(1, variance / mean) of the baseline, r = S/phi + 0.5 and
-    p = B / (B + 1), evaluated at x/phi (quasi-Poisson scaling). The mid-p upper tail
-    P = P(X > x) + P(X = x) / 2 is turned into a z-score, z = Phi^-1(1 - P). Returns (z, baseline mean, P)."""
-    from scipy import special, stats
+    The last count is compared with a negative binomial of mean μ̂ = (S + ½)/B (B baseline periods summing to
+    S) and variance φ'·μ̂, where φ' = φ·(1 + 1/B) adds the uncertainty of μ̂ to the dispersion φ
+    (pooled_dispersion: each zone's shrunk towards the city's). The mid-p upper tail P = P(X > x) + P(X = x)/2
+    is turned into a z-score, z = Φ^-1(1 − P). Returns (z, baseline mean, P)."""
+    from scipy import stats
 
     last = np.asarray(last, dtype=float)
     base = np.asarray(baseline, dtype=float)
     b = base.shape[1]
     mean = base.mean(axis=1)
-    var = base.var(axis=1, ddof=1) if b > 1 else mean
-    with np.errstate(divide="ignore", invalid="ignore"):
-        phi = np.where(mean > 0, np.maximum(1.0, var / np.where(mean > 0, mean, 1)), 1.0)
-    r = base.sum(axis=1) / phi + 0.5
-    prob = b / (b + 1.0)
-    k = last / phi
-    # mid-p upper tail of NB(r, prob): (P(X >= k) + P(X >= k + 1)) / 2, with P(X >= k) = I_{1-prob}(k, r)
-    def upper(kk):
-        return np.where(kk > 0, special.betainc(np.maximum(kk, 1e-12), r, 1 - prob), 1.0)
-
-    tail = 0.5 * (upper(k) + upper(k + 1))
+    phi, _ = pooled_dispersion(base)
+    mu = (base.sum(axis=1) + 0.5) / b
+    phi_pred = phi * (1.0 + 1.0 / b)
+    size = mu / (phi_pred - 1.0)
+    prob = 1.0 / phi_pred
+    tail = stats.nbinom.sf(last - 1, size, prob)  # P(X >= x)
     z = stats.norm.isf(np.clip(tail, 1e-300, 1.0))
     return z, mean, tail
 

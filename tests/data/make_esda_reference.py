@@ -31,6 +31,7 @@ def stats(y, w, seed=1):
     return {
         "gi_z": g.Zs.tolist(), "gi_psim": np.asarray(g.p_sim, dtype=float).tolist(),
         "lisa_i": m.Is.tolist(), "lisa_z": m.z_sim.tolist(), "lisa_psim": m.p_sim.tolist(), "lisa_q": m.q.tolist(),
+        "lisa_eic": m.EIc.tolist(), "lisa_vic": m.VIc.tolist(),  # conditional-randomisation moments
         "fdr_05": float(esda.fdr(m.p_sim, 0.05)), "fdr_10": float(esda.fdr(m.p_sim, 0.10)),
         "cardinalities": [int(w.cardinalities[i]) for i in w.id_order],
     }

@@ -69,6 +69,42 @@ def test_local_moran_matches_esda(run_alg, precinct_stats):
     assert labels.count("HH") > 50 and labels.count("LL") > 50
 
 
+def test_local_moran_analytic_z_uses_esda_conditional_moments(run_alg, precinct_stats):
+    """PERMUTATIONS = 0: z = (I − EIc) / sqrt(VIc), esda's conditional-randomisation moments (the total-
+    randomisation z correlated only 0.53 with the permutation z)."""
+    from scipy import stats as st
+
+    out = run_alg("civic311:localmoran", {"INPUT": precinct_stats, "FIELD": "turnout", "NEIGHBOURS": 0,
+                                          "PERMUTATIONS": 0, "FDR": False, "OUTPUT": "memory:"})["OUTPUT"]
+    ref = REF["chicago"]["queen"]
+    expected = (np.array(ref["lisa_i"]) - np.array(ref["lisa_eic"])) / np.sqrt(ref["lisa_vic"])
+    np.testing.assert_allclose(column(out, "lisa_z"), expected, rtol=1e-9, atol=1e-9)
+    assert np.corrcoef(expected, ref["lisa_z"])[0, 1] > 0.9  # agrees with the permutation z
+    sig = 2 * st.norm.sf(np.abs(expected)) < 0.05
+    labels = [f["lisa_q"] for f in out.getFeatures()]
+    assert [lab != "Not significant" for lab in labels] == sig.tolist()
+
+
+def test_dense_automatic_distance_band_warns_and_names_the_isolated_feature(run_alg, precinct_stats):
+    res = run_alg("civic311:hotspots", {"INPUT": precinct_stats, "FIELD": "rate_eb", "NEIGHBOURS": 3,
+                                        "DISTANCE": 0, "PERMUTATIONS": 0, "OUTPUT": "memory:"})
+    warning = next(m for m in res["_feedback"].messages if "neighbours on average" in m)
+    assert "most isolated feature (ward_prec 41001)" in warning and "K nearest neighbours" in warning
+    knn = run_alg("civic311:hotspots", {"INPUT": precinct_stats, "FIELD": "rate_eb", "NEIGHBOURS": 2, "K": 8,
+                                        "PERMUTATIONS": 0, "OUTPUT": "memory:"})
+    assert not any("neighbours on average" in m for m in knn["_feedback"].messages)
+
+
+def test_p_value_conventions_are_documented(plugin):
+    from qgis.core import QgsApplication
+
+    reg = QgsApplication.processingRegistry()
+    hot = reg.algorithmById("civic311:hotspots").shortHelpString()
+    lisa = reg.algorithmById("civic311:localmoran").shortHelpString()
+    assert "gi_p (two-sided" in hot and "folded one-sided pseudo p-value" in hot
+    assert "folded one-sided pseudo p-value" in lisa and "never exceeds 0.5" in lisa
+
+
 def synthetic_points(crs="EPSG:3435"):
     syn = REF["synthetic"]
     layer = QgsVectorLayer(f"Point?crs={crs}&field=value:double", "syn", "memory")
@@ -168,6 +204,53 @@ def test_turnout_regression_matches_lstsq_and_reports(run_alg, precinct_stats, t
     text = report.read_text()
     assert "request per 1,000 voters" in text and "R²" in text and "Moran" in text
     assert f"{abs(coef[1]) * 100:.3g}" in text
+    # the residuals cluster (Moran p < 0.05): the sentence says the p-value is unreliable and what to do
+    assert "the residuals cluster in space" in text and "is unreliable" in text and "CLUSTER_FIELD" in text
+
+
+def test_cluster_robust_standard_errors_match_statsmodels(run_alg, tmp_path):
+    ref = json.loads((TEST_DATA / "inference_reference.json").read_text())["cluster"]
+    layer = QgsVectorLayer("Point?crs=EPSG:32616&field=y:double&field=x1:double&field=x2:double&field=w:double"
+                           "&field=ward:string", "reg", "memory")
+    rng = np.random.default_rng(0)
+    feats = []
+    for i in range(len(ref["y"])):
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(400_000 + rng.uniform(0, 9000),
+                                                         4_630_000 + rng.uniform(0, 9000))))
+        f.setAttributes([ref["y"][i], ref["x1"][i], ref["x2"][i], ref["w"][i], ref["groups"][i]])
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    for name, weight in (("ols", ""), ("wls", "w")):
+        report = tmp_path / f"{name}.html"
+        res = run_alg("civic311:turnoutregression", {
+            "INPUT": layer, "TURNOUT_FIELD": "y", "EXPLANATORY_FIELDS": ["x1", "x2"], "WEIGHT_FIELD": weight,
+            "CLUSTER_FIELD": "ward", "NEIGHBOURS": 2, "K": 8, "PERMUTATIONS": 99, "OUTPUT": "memory:",
+            "REPORT": str(report)})
+        assert res["COEFFICIENT"] == pytest.approx(ref[name]["params"][1], rel=1e-9)
+        assert res["P"] == pytest.approx(ref[name]["p"][1], rel=1e-6)
+        assert res["CLUSTER_P"] == pytest.approx(ref[name]["cluster_p"][1], rel=1e-6)
+        text = report.read_text()
+        for se in ref[name]["cluster_bse"]:
+            assert f"{se:.4g}" in text
+        assert "robust to clustering by ward (25 clusters)" in text
+
+
+@pytest.mark.parametrize("values,message", [([0.5] * 40, "dependent variable is constant"),
+                                            (None, "fits the data exactly")])
+def test_degenerate_regressions_are_refused(run_alg, tmp_path, values, message):
+    layer = QgsVectorLayer("Point?crs=EPSG:32616&field=y:double&field=x:double", "deg", "memory")
+    feats = []
+    for i in range(40):
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(400_000 + 100 * i, 4_630_000 + 37 * (i % 7))))
+        f.setAttributes([values[i] if values else 0.2 + 0.01 * i, float(i)])
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    with pytest.raises(QgsProcessingException, match=message):
+        run_alg("civic311:turnoutregression", {"INPUT": layer, "TURNOUT_FIELD": "y", "EXPLANATORY_FIELDS": ["x"],
+                                               "NEIGHBOURS": 2, "K": 4, "OUTPUT": "memory:",
+                                               "REPORT": str(tmp_path / "r.html")})
 
 
 def gaussian_points(n_background=1500, n_hot=600, seed=3):

@@ -76,3 +76,25 @@ def test_fetch_metadata_names_the_portal_and_never_the_token(run_alg, http_serve
     assert "created 2024-01-01 to 2024-01-31" in md.abstract()
     assert isinstance(layer.renderer(), QgsCategorizedSymbolRenderer)
     assert layer.renderer().classAttribute() == "category"
+
+
+def test_two_outputs_and_two_runs_in_one_geopackage_keep_their_metadata(run_alg, tmp_path):
+    """gpkg_contents.identifier is unique: each layer gets its own (the metadata used to be lost with 'UNIQUE
+    constraint failed')."""
+    import sqlite3
+
+    gpkg = tmp_path / "all.gpkg"
+    base = {"REQUESTS": f"{SAMPLE}|layername=requests", "ZONES": f"{SAMPLE}|layername=precincts",
+            "ZONE_ID_FIELD": "ward_prec", "INTERVAL": 1, "BASELINE": 3}
+    runs = [run_alg("civic311:categorytrends", {**base, "OUTPUT": f"ogr:dbname='{gpkg}' table=\"trends\" (geom)",
+                                                "TABLE": f"ogr:dbname='{gpkg}' table=\"trend_table\""}),
+            run_alg("civic311:categorytrends", {**base, "OUTPUT": f"ogr:dbname='{gpkg}' table=\"again\" (geom)"})]
+    assert not any("Could not store" in m for r in runs for m in r["_feedback"].messages)
+    with sqlite3.connect(gpkg) as con:
+        ids = dict(con.execute("select table_name, identifier from gpkg_contents"))
+    assert ids["trends"] == "civic311:categorytrends:OUTPUT:trends"
+    assert ids["trend_table"] == "civic311:categorytrends:TABLE:trend_table"
+    assert ids["again"] == "civic311:categorytrends:OUTPUT:again"
+    for table in ("trends", "trend_table", "again"):
+        layer = QgsVectorLayer(f"{gpkg}|layername={table}", table, "ogr")
+        assert "civic311:categorytrends" in layer.metadata().abstract(), table

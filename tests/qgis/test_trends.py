@@ -209,3 +209,20 @@ def test_emerging_hot_spots_find_an_intensifying_cluster(run_alg):
     assert rows["Z00"]["ehs_category"] == "Intensifying Hot Spot" and rows["Z00"]["hot_steps"] >= 18
     assert rows["Z00"]["trend_p"] < 0.05 < rows["Z00"]["trend_tau"] + 1
     assert all("Hot" not in rows[z]["ehs_category"] for z in ("Z44", "Z43", "Z34"))
+
+
+def test_few_periods_warn_and_trend_p_is_exact(run_alg):
+    """The sample's weeks are fewer than 10: the log says the trend test needs about 10 periods, and no p-value
+    is smaller than the exact test allows (2 / n! for n periods; the normal approximation went below it)."""
+    from math import factorial
+
+    from conftest import SAMPLE
+
+    res = run_alg("civic311:categorytrends", {"REQUESTS": f"{SAMPLE}|layername=requests",
+                                              "ZONES": f"{SAMPLE}|layername=precincts", "ZONE_ID_FIELD": "ward_prec",
+                                              "INTERVAL": 1, "BASELINE": 3, "OUTPUT": "memory:"})
+    n = res["PERIODS"]
+    assert 3 <= n < 10
+    assert any(f"Only {n} periods: the trend test needs about 10" in m for m in res["_feedback"].messages)
+    p = [f["trend_p"] for f in res["OUTPUT"].getFeatures() if str(f["trend_p"]) != "NULL"]
+    assert p and min(p) >= 2 / factorial(n) - 1e-15

@@ -1,9 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Periods, Mann-Kendall, spike test and emerging hot spot categories (pure core)."""
 
+import itertools
+import json
+
 import numpy as np
 import pytest
 from scipy import sparse, stats
+
+from conftest import TEST_DATA
 
 from civic311.processing.core.retry import backoff_delay, redact_url, retry_after_seconds, should_retry
 from civic311.processing.core.trends import (
@@ -11,6 +16,7 @@ from civic311.processing.core.trends import (
     classify_emerging,
     mann_kendall,
     period_starts,
+    pooled_dispersion,
     space_time_weights,
     spike_test,
 )
@@ -35,16 +41,36 @@ def test_cube_counts_every_request_once_and_fills_empty_periods():
     assert ended.counts.sum() == 1 and ended.out_of_range == 1
 
 
-def test_mann_kendall_matches_scipy_with_ties():
-    rng = np.random.default_rng(5)
-    series = np.vstack([rng.poisson(3, 40), np.arange(40) // 3 + rng.poisson(1, 40), np.r_[np.zeros(20), np.ones(20)]])
-    tau, p = mann_kendall(series)
-    for row, t, pv in zip(series, tau, p):
-        ref = stats.kendalltau(np.arange(len(row)), row, method="asymptotic")
-        assert t == pytest.approx(ref.statistic, abs=1e-12) and pv == pytest.approx(ref.pvalue, abs=1e-12)
-    assert p[1] < 1e-6 and tau[1] > 0.5
+REFERENCE = json.loads((TEST_DATA / "inference_reference.json").read_text())
+
+
+def brute_force_p(row):
+    """Two-sided exact p by enumerating every arrangement of the row's values (each equally likely)."""
+    perms = np.array(list(itertools.permutations(row)), dtype=float)
+    i, j = np.triu_indices(len(row), 1)
+    all_s = np.sign(perms[:, j] - perms[:, i]).sum(axis=1)
+    observed = abs(np.sign(np.asarray(row, float)[j] - np.asarray(row, float)[i]).sum())
+    return float((np.abs(all_s) >= observed).mean())
+
+
+def test_mann_kendall_is_exact_for_few_periods():
+    tau, p = mann_kendall(np.array([[1.0, 2, 3, 4]]))
+    assert tau[0] == 1 and p[0] == pytest.approx(1 / 12)  # not the normal approximation's 0.041
+    rng = np.random.default_rng(8)
+    rows = [[3, 1, 4, 1, 5, 9, 2], [0, 0, 1, 0, 2, 2, 3, 0], [5, 5, 5, 6, 5, 5], rng.poisson(2, 8).tolist()]
+    for row in rows:
+        assert mann_kendall(np.array([row], dtype=float))[1][0] == pytest.approx(brute_force_p(row), abs=1e-12)
     flat_tau, flat_p = mann_kendall(np.ones((1, 10)))
     assert np.isnan(flat_tau[0]) and np.isnan(flat_p[0])
+
+
+def test_mann_kendall_matches_pymannkendall_above_ten_periods():
+    for case in REFERENCE["mann_kendall"]:
+        row = np.array([case["series"]], dtype=float)
+        tau, p = mann_kendall(row)
+        assert p[0] == pytest.approx(case["p"], rel=1e-9, abs=1e-12)
+        ref = stats.kendalltau(np.arange(row.shape[1]), row[0])
+        assert tau[0] == pytest.approx(ref.statistic, abs=1e-12)  # tau-b, with ties
 
 
 def test_injected_spike_is_flagged_and_noise_is_not():
@@ -67,6 +93,35 @@ def test_false_alarm_rate_on_poisson_noise_is_near_nominal(mu):
     for threshold in (2.0, 3.0):
         ratio = (z >= threshold).mean() / stats.norm.sf(threshold)
         assert 0.3 < ratio < 1.2, (mu, threshold, ratio)
+
+
+def negative_binomial(rng, mu, phi, size):
+    """Counts of mean mu and variance phi * mu (Poisson when phi = 1)."""
+    return rng.poisson(mu, size) if phi == 1 else rng.negative_binomial(mu / (phi - 1), 1 / phi, size)
+
+
+@pytest.mark.parametrize("phi", [1, 2, 3])
+@pytest.mark.parametrize("baseline", [3, 4, 8])
+def test_spike_false_alarms_stay_at_or_below_nominal_under_overdispersion(phi, baseline):
+    """Zones of varied size, counts overdispersed by phi, no real spike: the share flagged at SPIKE_Z = 3 (and
+    2) must not exceed the nominal rate (allowing 3 standard errors of simulation noise). Before the dispersion
+    was pooled, phi = 3 gave up to 17 times the nominal rate."""
+    rng = np.random.default_rng(100 * phi + baseline)
+    zones = 20_000
+    mu = rng.gamma(2.0, 3.0, zones) + 0.5
+    counts = np.stack([negative_binomial(rng, mu, phi, zones) for _ in range(baseline + 1)], axis=1).astype(float)
+    z, _, _ = spike_test(counts[:, -1], counts[:, :-1])
+    for threshold in (3.0, 2.0):
+        nominal = stats.norm.sf(threshold)
+        assert (z >= threshold).mean() <= nominal + 3 * np.sqrt(nominal * (1 - nominal) / zones), threshold
+
+
+def test_dispersion_is_pooled_across_zones():
+    rng = np.random.default_rng(2)
+    base = np.stack([negative_binomial(rng, np.full(5000, 6.0), 3, 5000) for _ in range(4)], axis=1).astype(float)
+    phi, pooled = pooled_dispersion(base)
+    assert pooled == pytest.approx(3, rel=0.05)
+    assert phi.min() >= pooled  # a zone whose few periods happen to look calm is not trusted below the city's
 
 
 def series_for(pattern: str, n: int = 12):
