@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qgis.PyQt.QtCore import QVariant
 from qgis.core import (
     QgsFeature,
     QgsProcessingException,
@@ -16,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from .core.weights import NEIGHBOUR_LABELS, Neighbours, build_weights
 from .layerio import METRIC, read_points, read_polygons

@@ -83,7 +83,8 @@ class TurnoutRegression(Civic311Algorithm):
         "p-value is unreliable: neighbouring precincts are not independent observations, so the classical "
         "standard errors are too small. CLUSTER_FIELD (e.g. ward) adds cluster-robust (CR1) standard errors, as "
         "statsmodels' cov_type='cluster' with Student's t on G − 1 degrees of freedom, and the report states "
-        "both. Degenerate fits (no rows, a constant dependent variable, an exact fit) stop with an error. Precincts with a NULL in any model field are left out of the fit (their "
+        "both. Degenerate fits (no rows, a constant dependent variable, an exact fit) stop with an error. "
+        "Precincts with a NULL in any model field are left out of the fit (their "
         "output fields are NULL)."
     )
 

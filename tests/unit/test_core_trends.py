@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from scipy import sparse, stats
 
-from conftest import TEST_DATA
-
 from civic311.processing.core.retry import backoff_delay, redact_url, retry_after_seconds, should_retry
 from civic311.processing.core.trends import (
     build_cube,
@@ -20,6 +18,7 @@ from civic311.processing.core.trends import (
     space_time_weights,
     spike_test,
 )
+from conftest import TEST_DATA
 
 
 def test_period_starts_day_week_month():
