@@ -215,7 +215,8 @@ def main(out_dir: str) -> None:
         "PRIORITY_OUTPUT": dest("priority"), "ZONES_OUTPUT": dest("zone_requests"), "ZONES": dest("zones"),
         "ROUTES": dest("routes")})
     reg = run("turnoutregression", {"INPUT": f"{gpkg}|layername=priority", "TURNOUT_FIELD": "turnout",
-                                    "EXPLANATORY_FIELDS": "rate_1k", "WEIGHT_FIELD": "registered_voters", "CLUSTER_FIELD": "ward",
+                                    "EXPLANATORY_FIELDS": "rate_1k", "WEIGHT_FIELD": "registered_voters",
+                                    "CLUSTER_FIELD": "ward",
                                     "OUTPUT": dest("regression"), "REPORT": str(out / "regression.html")})
     run("categorytrends", {"REQUESTS": sample("requests"), "ZONES": sample("precincts"), "ZONE_ID_FIELD": "ward_prec",
                            "INTERVAL": 1, "BASELINE": 3, "OUTPUT": dest("trends"), "TABLE": dest("trend_table")})
