@@ -208,6 +208,22 @@ def detect_encoding(p: Path, chunk: int = 1 << 24) -> tuple[str, int]:
     return "utf-8", bad
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(p: Path, encoding: str) -> str:
+    """The field delimiter of a CSV from its header line: the most frequent of , ; tab | outside quotes
+    (European exports use ';', some portals tab or '|')."""
+    import re
+
+    with p.open("r", encoding=encoding, errors="replace", newline="") as fh:
+        header = fh.readline()
+    header = re.sub(r'"[^"]*"', "", header)
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
 def _read_csv(p: Path, encoding: str = "utf-8", **options) -> pd.DataFrame:
     import warnings
 
@@ -215,6 +231,7 @@ def _read_csv(p: Path, encoding: str = "utf-8", **options) -> pd.DataFrame:
 
     if encoding == "utf-8":
         encoding = "utf-8-sig"
+    options.setdefault("sep", sniff_delimiter(p, encoding))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed coordinate columns: coerced later

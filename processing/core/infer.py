@@ -66,7 +66,7 @@ NAMES: dict[str, dict[str, float]] = {
                 "location_address": 9, "street": 5, "location": 4},
     "channel": {"open_data_channel_type": 10, "channel": 10, "origin": 9, "source": 9, "request_source": 10,
                 "intake_channel": 10, "method_received": 9, "submission_method": 9, "channel_type": 10,
-                "request_channel": 10, "method": 4},
+                "request_channel": 10, "intake": 8, "method": 4},
 }
 WORDS: dict[str, dict[str, float]] = {
     "request_id": {"id": 5, "key": 4, "number": 4, "ticket": 4, "sr": 4, "case": 3, "num": 3, "no": 2},
@@ -78,7 +78,7 @@ WORDS: dict[str, dict[str, float]] = {
     "status": {"status": 5},
     "agency": {"agency": 5, "department": 5, "dept": 4, "owner": 3},
     "address": {"address": 5},
-    "channel": {"channel": 5, "origin": 3, "source": 3},
+    "channel": {"channel": 5, "origin": 3, "source": 3, "intake": 4},
 }
 BLOCK: dict[str, set[str]] = {
     "request_id": {"zip", "district", "ward", "precinct", "phone", "reporter", "user", "type", "code", "parcel", "bbl",
@@ -391,8 +391,15 @@ def infer_roles(sample: pd.DataFrame, overrides: dict[str, str] | None = None,
         xs = [c for c in numbers if canon[c] in X_NAMES or canon[c].startswith("x_coordinate")]
         ys = [c for c in numbers if canon[c] in Y_NAMES or canon[c].startswith("y_coordinate")]
         if xs and ys:
-            fmap.columns["x"], fmap.columns["y"] = xs[0], ys[0]
-            fmap.why["x"] = fmap.why["y"] = "name; numbers (used with XY_CRS)"
+            xv, yv = numbers[xs[0]].dropna(), numbers[ys[0]].dropna()
+            degrees = len(xv) and len(yv) and (xv.abs() <= 180).mean() >= 0.95 and (yv.abs() <= 90).mean() >= 0.95
+            if degrees and "latitude" not in fmap.columns and "latitude" not in overrides:
+                # X/Y in degrees (ArcGIS exports of WGS 84 layers): longitude and latitude, no CRS needed
+                fmap.columns["latitude"], fmap.columns["longitude"] = ys[0], xs[0]
+                fmap.why["latitude"] = fmap.why["longitude"] = "X/Y columns whose values are degrees"
+            elif not degrees:
+                fmap.columns["x"], fmap.columns["y"] = xs[0], ys[0]
+                fmap.why["x"] = fmap.why["y"] = "name; numbers (used with XY_CRS)"
     # Open311 GeoReport has no closing date: a closed request's updated_datetime is when it was closed
     if "closed_at" not in fmap.columns and "status" in fmap.columns:
         updated = [c for c in parsed if canon[c] in ("updated_datetime", "updated_at", "updated_date", "updated")]

@@ -99,6 +99,16 @@ def main() -> None:
     wkt_rows = [[r[b_h.index("case_enquiry_id")], r[b_h.index("open_dt")], r[b_h.index("type")],
                  f"POINT ({r[b_h.index('longitude')]} {r[b_h.index('latitude')]})"] for r in b[:10]]
     write_csv(OUT / "boston_wkt.csv", ["case_enquiry_id", "open_dt", "type", "the_geom"], wkt_rows)
+    # --- an ArcGIS-style export of the same Boston rows: ';'-delimited, renamed columns, X/Y holding degrees
+    renamed = [("OBJECTID", None), ("Case Number", "case_enquiry_id"), ("Date Opened", "open_dt"),
+               ("Date Closed", "closed_dt"), ("Problem", "type"), ("Dept", "department"),
+               ("Street Address", "location"), ("X", "longitude"), ("Y", "latitude"), ("Intake", "source")]
+    arc = [[str(i + 1) if src is None else r[b_h.index(src)] for _, src in renamed] for i, r in enumerate(b)]
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=";", lineterminator="\r\n")
+    writer.writerow([name for name, _ in renamed])
+    writer.writerows(arc)
+    (OUT / "boston_arcgis_semicolon.csv").write_text(buf.getvalue())
     # --- broken files
     (OUT / "empty.csv").write_bytes(b"")
     (OUT / "header_only.csv").write_text(",".join(header) + "\r\n")

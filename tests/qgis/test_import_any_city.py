@@ -267,3 +267,18 @@ def test_category_falls_back_row_by_row(run_alg):
         r = raw[f["request_id"]]
         assert f["category"] == (r["request_type.title"] or r["summary"].strip())
     assert sum(1 for r in raw.values() if not r["request_type.title"]) == 15
+
+
+def test_semicolon_export_with_xy_in_degrees(run_alg):
+    """An ArcGIS-style export: ';' between fields, X/Y columns holding longitude/latitude, names unlike any city
+    schema. Every role is still found, and no XY_CRS is needed for degrees."""
+    res = run_alg("civic311:importrequests", {"INPUT": str(FIXTURES / "boston_arcgis_semicolon.csv"),
+                                              "OUTPUT": "memory:", "KEEP_PLACEHOLDERS": True})
+    log = "\n".join(res["_feedback"].messages)
+    for line in ("request_id <- 'Case Number'", "created_at <- 'Date Opened'", "category <- 'Problem'",
+                 "channel <- 'Intake'", "longitude <- 'X' (X/Y columns whose values are degrees)"):
+        assert line in log
+    assert res["KEPT"] == 30
+    first = next(f for f in res["OUTPUT"].getFeatures() if f["request_id"] == "101004130437")
+    p = first.geometry().asPoint()
+    assert (round(p.x(), 4), round(p.y(), 4)) == (-71.0566, 42.3634) and first["city_initiated"] == 0

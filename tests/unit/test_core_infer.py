@@ -106,7 +106,8 @@ def test_numbers_are_dates_only_in_a_date_named_column():
 def test_locations_pairs_points_and_xy():
     f = frame(id=["1", "2", "3"], created=["2024-01-01"] * 3, Lat=["41.9", "", ""], Lng=["-87.6", "", ""],
               location_latitude=["", "41.8", ""], location_longitude=["", "-87.7", ""],
-              Point=["", "", "(41.7, -87.5)"], XCoord=["1", "2", "3"], YCoord=["1", "2", "3"])
+              Point=["", "", "(41.7, -87.5)"], XCoord=["1160000", "1160010", "1160020"],
+              YCoord=["1900000", "1900010", "1900020"])
     fmap = infer_roles(f)
     assert (fmap.columns["latitude"], fmap.columns["longitude"]) == ("Lat", "Lng")
     assert fmap.pairs == [("location_latitude", "location_longitude")]
