@@ -6,7 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    QgsFeatureRequest,
     QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterField,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterVectorLayer,
@@ -77,8 +81,46 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
                 layer = self.parameterAsVectorLayer(parameters, definition.name(), context)
                 if layer is not None:
                     self.input_layers.append(layer)
-        self.run_results = self.execute(parameters, context, feedback)
+        self.check_field_parameters(parameters, context)
+        # every source is read without QGIS's abort-on-invalid-geometry check: the plugin repairs invalid
+        # polygons itself (makeValid, reported) where geometry matters, and copies them as they are elsewhere;
+        # the desktop's default check would stop the run, and on QGIS 3.22's main thread crash QGIS
+        check = context.invalidGeometryCheck()
+        context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryNoCheck)
+        try:
+            self.run_results = self.execute(parameters, context, feedback)
+        finally:
+            context.setInvalidGeometryCheck(check)
         return self.run_results
+
+    def check_field_parameters(self, parameters, context) -> None:
+        """A field parameter naming a field its layer lacks is an error naming both, listing the layer's fields
+        (QGIS would otherwise read attribute -1: the last column). An optional field left at its default may be
+        absent: the algorithm then goes without it and says so."""
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, QgsProcessingParameterField):
+                continue
+            name = definition.name()
+            if parameters.get(name) in (None, "", []):
+                continue
+            parent = definition.parentLayerParameterName()
+            if not parent or parameters.get(parent) in (None, ""):
+                continue
+            source = self.parameterAsSource(parameters, parent, context)
+            fields = source.fields() if source is not None else None
+            if fields is None:
+                layer = self.parameterAsVectorLayer(parameters, parent, context)
+                fields = layer.fields() if layer is not None else None
+            if fields is None:
+                continue
+            optional = bool(definition.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional)
+            for value in self.parameterAsFields(parameters, name, context):
+                if not value or fields.lookupField(value) >= 0:
+                    continue
+                if optional and value == definition.defaultValue():
+                    continue
+                names = ", ".join(f.name() for f in fields)
+                raise QgsProcessingException(f"{parent} has no field {value!r} ({name}). Its fields: {names}.")
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API
         """Style every vector output and attach metadata: on memory layers directly, into file outputs

@@ -36,6 +36,8 @@ def date_bounds(alg, parameters, context):
             continue
         day = np.datetime64(qd.date().toString("yyyy-MM-dd"), "D") + np.timedelta64(shift, "D")
         out.append(day.astype("datetime64[ms]"))
+    if out[0] is not None and out[1] is not None and out[1] <= out[0]:
+        raise QgsProcessingException("END_DATE is before START_DATE: swap them.")
     return out[0], out[1]
 
 

@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Bad input and the desktop's settings: misspelt fields, invalid polygons under the default invalid-geometry
+check, reversed date ranges (issue #15, first part)."""
+
+from __future__ import annotations
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsFeatureRequest,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterVectorLayer,
+)
+
+from conftest import SAMPLE
+
+LAYERS = {"point": f"{SAMPLE}|layername=requests", "polygon": f"{SAMPLE}|layername=precincts"}
+
+
+def parent_layer(definition) -> str:
+    types = definition.dataTypes() if hasattr(definition, "dataTypes") else []
+    polygon = {QgsProcessing.SourceType.TypeVectorPolygon}
+    return LAYERS["polygon"] if set(types) == polygon else LAYERS["point"]
+
+
+def field_parameters(plugin):
+    reg = QgsApplication.processingRegistry()
+    for alg in reg.providerById("civic311").algorithms():
+        for definition in alg.parameterDefinitions():
+            if isinstance(definition, QgsProcessingParameterField) and definition.parentLayerParameterName():
+                parent = alg.parameterDefinition(definition.parentLayerParameterName())
+                if isinstance(parent, (QgsProcessingParameterFeatureSource, QgsProcessingParameterVectorLayer)):
+                    yield alg, definition, parent
+
+
+def test_every_field_parameter_of_every_algorithm_refuses_an_absent_field(plugin):
+    """lookupField returned −1 and attributes()[-1] read the last column: VOTERS_FIELD=voters computed rates per
+    1,000 ballots. Now every field parameter naming an absent field stops the run, naming it."""
+    checked = []
+    for alg, definition, parent in field_parameters(plugin):
+        instance = alg.create()
+        context = QgsProcessingContext()
+        params = {parent.name(): parent_layer(parent),
+                  definition.name(): ["no_such_field"] if definition.allowMultiple() else "no_such_field"}
+        with pytest.raises(QgsProcessingException, match=rf"{parent.name()} has no field 'no_such_field' "
+                                                         rf"\({definition.name()}\)\. Its fields: "):
+            instance.check_field_parameters(params, context)
+        checked.append(f"{alg.id()}:{definition.name()}")
+    assert len(checked) >= 25 and "civic311:precinctstats:PRECINCT_ID_FIELD" in checked
+
+
+def test_absent_precinct_id_and_voters_fields_through_processing(run_alg):
+    base = {"REQUESTS": LAYERS["point"], "PRECINCTS": LAYERS["polygon"], "PRECINCT_ID_FIELD": "ward_prec",
+            "OUTPUT": "memory:"}
+    with pytest.raises(QgsProcessingException, match=r"PRECINCTS has no field 'precinct_no' \(PRECINCT_ID_FIELD\)"):
+        run_alg("civic311:precinctstats", {**base, "PRECINCT_ID_FIELD": "precinct_no"})
+    with pytest.raises(QgsProcessingException, match=r"has no field 'voters' \(VOTERS_FIELD\).*registered_voters"):
+        run_alg("civic311:precinctstats", {**base, "VOTERS_FIELD": "voters"})
+
+
+def test_end_date_before_start_date_is_refused(run_alg):
+    with pytest.raises(QgsProcessingException, match="END_DATE is before START_DATE"):
+        run_alg("civic311:precinctstats", {"REQUESTS": LAYERS["point"], "PRECINCTS": LAYERS["polygon"],
+                                           "PRECINCT_ID_FIELD": "ward_prec", "START_DATE": "2018-12-01",
+                                           "END_DATE": "2018-10-01", "OUTPUT": "memory:"})
+
+
+@pytest.mark.parametrize("alg,params", [
+    ("civic311:transitaccess", {"INPUT": LAYERS["polygon"], "STOPS": f"{SAMPLE}|layername=stops",
+                                "OUTPUT": "memory:"}),
+    ("civic311:outreachpriority", {"INPUT": LAYERS["polygon"], "OUTPUT": "memory:"}),
+    ("civic311:optimizedhotspots", {"INPUT": LAYERS["point"], "BOUNDARY": LAYERS["polygon"], "PERMUTATIONS": 0,
+                                    "OUTPUT": "memory:"}),
+])
+def test_the_desktop_invalid_geometry_check_does_not_stop_the_run(plugin, alg, params):
+    """The sample has two invalid precincts (41001, 41004). With the desktop's 'stop on invalid geometry' these
+    algorithms aborted (and on 3.22's main thread corrupted the interpreter); now they run, and the context's
+    setting is restored afterwards."""
+    import processing
+
+    context = QgsProcessingContext()
+    context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryAbortOnInvalid)
+    result = processing.run(alg, params, context=context, feedback=QgsProcessingFeedback())
+    layer = result["OUTPUT"] if not isinstance(result["OUTPUT"], str) else context.getMapLayer(result["OUTPUT"])
+    assert layer is not None and layer.featureCount() > 0
+    assert context.invalidGeometryCheck() == QgsFeatureRequest.GeometryAbortOnInvalid
