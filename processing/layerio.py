@@ -70,6 +70,25 @@ def _decode_strings(arr: np.ndarray) -> np.ndarray:
     return decoded[codes]  # code -1 (missing) picks the trailing None
 
 
+def _unmask(col):
+    """A masked Arrow column as a plain array with NULL kept: NaN for numbers, NaT for dates, None for text."""
+    if not np.ma.isMaskedArray(col):
+        return col
+    mask = np.ma.getmaskarray(col)
+    data = np.ma.getdata(col)
+    if data.dtype.kind in "iuf":
+        out = data.astype(float)
+        out[mask] = np.nan
+        return out
+    if data.dtype.kind == "M":
+        out = data.copy()
+        out[mask] = np.datetime64("NaT")
+        return out
+    out = data.astype(object)
+    out[mask] = None
+    return out
+
+
 def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
     """Bulk read through GDAL's Arrow stream: about 10x faster than iterating QgsFeatures."""
     from osgeo import ogr
@@ -89,7 +108,8 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
     geom_col = lyr.GetGeometryColumn() or "wkb_geometry"
     fid_col = lyr.GetFIDColumn() or "OGC_FID"
     xs, ys, fids, cols = [], [], [], {f: [] for f in fields}
-    for batch in lyr.GetArrowStreamAsNumPy(options=["USE_MASKED_ARRAYS=NO", "INCLUDE_FID=YES"]):
+    # masked arrays: a NULL stays NULL (unmasked, a NULL date read as 1970-01-01 and a NULL number as 0)
+    for batch in lyr.GetArrowStreamAsNumPy(options=["USE_MASKED_ARRAYS=YES", "INCLUDE_FID=YES"]):
         geoms = batch[geom_col]
         if geoms.dtype.kind == "V":
             raw = geoms.view(np.uint8).reshape(len(geoms), geoms.dtype.itemsize)
@@ -109,7 +129,7 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
             return None  # cannot tie rows back to QGIS feature ids: let QGIS read the layer
         fids.append(batch[fid_col])
         for f in fields:
-            cols[f].append(_decode_strings(batch[f]))
+            cols[f].append(_decode_strings(_unmask(batch[f])))
     if not xs:
         return np.empty(0), np.empty(0), {f: np.empty(0, dtype=object) for f in fields}, np.empty(0, np.int64)
     return (np.concatenate(xs), np.concatenate(ys),
