@@ -252,7 +252,21 @@ def metric_crs_for(x: np.ndarray, y: np.ndarray, crs: QgsCoordinateReferenceSyst
     extent = QgsRectangle(float(x[ok].min()), float(y[ok].min()), float(x[ok].max()), float(y[ok].max()))
     if is_ground_metric(crs, extent, context):
         return crs
-    return metric_crs(crs, extent, context)
+    # centred on the data itself: the circular mean of the longitudes (points at 179.9° and −179.9° are
+    # neighbours, and the min/max extent would centre them on Greenwich, 177 % off in distance)
+    xs, ys = x[ok], y[ok]
+    if len(xs) > 100_000:
+        pick = np.linspace(0, len(xs) - 1, 100_000).astype(np.int64)
+        xs, ys = xs[pick], ys[pick]
+    lon, lat = transform_xy(xs, ys, crs, WGS84, context) if crs != WGS84 else (xs, ys)
+    good = np.isfinite(lon) & np.isfinite(lat)
+    if not good.any():
+        return metric_crs(crs, extent, context)
+    rad = np.radians(lon[good])
+    centre_lon = float(np.degrees(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean())))
+    centre_lat = float(np.median(lat[good]))
+    proj = f"+proj=aeqd +lat_0={centre_lat:.6f} +lon_0={centre_lon:.6f} +datum=WGS84 +units=m +no_defs"
+    return QgsCoordinateReferenceSystem.fromProj(proj)
 
 
 ISOMETRY_TOLERANCE = 0.001

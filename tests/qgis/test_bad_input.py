@@ -136,3 +136,32 @@ def test_null_dates_and_numbers_stay_null_through_the_bulk_reader(run_alg, tmp_p
                                                "PRECINCT_ID_FIELD": "ward_prec", "START_DATE": "2018-01-01",
                                                "END_DATE": "2018-12-31", "OUTPUT": "memory:"})
     assert stats["MATCHED"] == 32  # the 8 undated requests are outside an explicit date range
+
+
+def test_distances_across_the_antimeridian(run_alg):
+    """Fiji-like places on both sides of ±180°: the metric CRS was centred on the min/max extent (longitude 0),
+    off by up to 177 %; it is now centred on the data's circular mean longitude."""
+    from qgis.core import QgsDistanceArea, QgsFeature, QgsGeometry, QgsPointXY, QgsProject, QgsVectorLayer
+
+    places = QgsVectorLayer("Point?crs=EPSG:4326&field=name:string", "p", "memory")
+    stops = QgsVectorLayer("Point?crs=EPSG:4326&field=stop_id:string", "s", "memory")
+    for layer, rows in ((places, [("a", 179.98, -16.5), ("b", -179.98, -16.51), ("c", 179.5, -16.8)]),
+                        (stops, [("s1", -179.99, -16.5), ("s2", 179.9, -16.9)])):
+        feats = []
+        for name, lon, lat in rows:
+            f = QgsFeature(layer.fields())
+            f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(lon, lat)))
+            f.setAttributes([name])
+            feats.append(f)
+        layer.dataProvider().addFeatures(feats)
+    out = {f["name"]: f for f in run_alg("civic311:transitaccess", {"INPUT": places, "STOPS": stops,
+                                                                    "OUTPUT": "memory:"})["OUTPUT"].getFeatures()}
+    d = QgsDistanceArea()
+    d.setSourceCrs(places.crs(), QgsProject.instance().transformContext())
+    d.setEllipsoid("WGS84")
+    stop_at = {f["stop_id"]: f.geometry().asPoint() for f in stops.getFeatures()}
+    for f in places.getFeatures():
+        got = out[f["name"]]
+        expected = d.measureLine(f.geometry().asPoint(), stop_at[got["stop_id"]])
+        assert got["stop_m"] == pytest.approx(expected, rel=0.005), f["name"]
+    assert out["a"]["stop_id"] == "s1" and out["a"]["stop_m"] < 5000  # the stop across the line is the nearest
