@@ -27,7 +27,7 @@ from ..core.infer import SAMPLE_ROWS
 from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, MissingRoleError, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
 from ..network import NetworkError, make_session, request, scrub
-from ..presets import load_presets
+from ..presets import PROBLEMS, load_presets
 from ..requestio import (
     check_timezone,
     columns_with_samples,
@@ -174,6 +174,8 @@ class FetchRequests(Civic311Algorithm):
 
         preset_index = self.parameterAsEnum(parameters, "PRESET", context)
         preset = self.presets[preset_index - 1] if preset_index > 0 else None
+        for problem in PROBLEMS:
+            feedback.pushWarning(problem)
         if preset:
             api, base_url, dataset = preset["api"], preset["base_url"], preset["dataset"]
             field_map = dict(preset.get("field_map", {}))

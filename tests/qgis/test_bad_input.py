@@ -165,3 +165,31 @@ def test_distances_across_the_antimeridian(run_alg):
         expected = d.measureLine(f.geometry().asPoint(), stop_at[got["stop_id"]])
         assert got["stop_m"] == pytest.approx(expected, rel=0.005), f["name"]
     assert out["a"]["stop_id"] == "s1" and out["a"]["stop_m"] < 5000  # the stop across the line is the nearest
+
+
+def test_bad_user_preset_entries_are_skipped_and_named(plugin, tmp_path, monkeypatch):
+    """One malformed entry made `qgis_process list` show no civic311 algorithm: it is now skipped with a
+    message naming it, and the good entries (and the built-in presets) stay."""
+    import json
+
+    from civic311.processing import presets
+    from civic311.processing.algorithms.fetchrequests import FetchRequests
+
+    path = tmp_path / "presets.json"
+    good = {"name": "My town", "api": "socrata", "base_url": "https://data.example.org", "dataset": "abcd-1234"}
+    path.write_text(json.dumps({"presets": [{"api": "socrata"}, ["a", "b"], good,
+                                            {"name": "Bad map", "api": "ckan", "base_url": "https://x",
+                                             "field_map": ["request_id"]}]}))
+    monkeypatch.setattr(presets, "user_presets_path", lambda: path)
+    loaded = presets.load_presets()
+    bundled = json.loads(presets.BUNDLED.read_text())["presets"]
+    assert loaded == bundled + [good]
+    assert presets.PROBLEMS == [f"{path}: preset 1 is skipped: no text 'name'.",
+                                f"{path}: preset 2 is skipped: list instead of an object.",
+                                f"{path}: preset 4 ('Bad map') is skipped: 'field_map' is not an object of text "
+                                "values."]
+    alg = FetchRequests()
+    alg.initAlgorithm()
+    assert alg.parameterDefinition("PRESET").options()[-1] == "My town"
+    path.write_text("{not json")
+    assert presets.load_presets() == bundled and "could not be read" in presets.PROBLEMS[0]
