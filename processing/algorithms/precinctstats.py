@@ -79,7 +79,14 @@ class PrecinctStats(Civic311Algorithm):
         "• city_initiated: requests city staff generated (the requests' city_initiated field = 1), left out of "
         "requests and the rates when RESIDENT_ONLY (default; counted in them too otherwise): a city crew's sweep "
         "is not residents' stress; NULL when the requests have no city_initiated field\n"
-        "• cat_<slug>: counts for the city-wide top categories (NULL when below SUPPRESS_BELOW)\n\n"
+        "• cat_<slug>: counts for the city-wide top categories\n\n"
+        "SUPPRESS_BELOW (privacy) hides small counts: every cat_ count from 1 to below it is NULL (primary "
+        "suppression; zeros stay), "
+        "and where a precinct's one hidden count could be recovered by subtraction (requests minus the shown "
+        "counts, when the precinct has no request outside the listed categories) its smallest shown count is "
+        "hidden too (complementary suppression). top_category is NULL where the top category's count is below "
+        "the threshold or hidden. The requests total itself is never hidden: a precinct whose only category is "
+        "small still shows its total.\n\n"
         "EXCLUDE_CATEGORIES (comma-separated, any case) leaves requests of those categories out of every count "
         "(e.g. a city-run Tree Trim programme); the log says how many.\n\n"
         "START_DATE / END_DATE keep requests created on or after the start day and on or before the end day "
@@ -174,6 +181,12 @@ class PrecinctStats(Civic311Algorithm):
         n = len(precincts.features)
         if n == 0:
             raise QgsProcessingException("PRECINCTS has no features: choose a layer with precinct polygons.")
+        ids = pd.Series([str(f[id_field]) for f in precincts.features])
+        repeated = ids[ids.duplicated(keep=False)].unique().tolist()
+        if repeated:
+            feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each polygon "
+                                 "is counted on its own; joins by id will be ambiguous): "
+                                 + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
         x, y = points.x, points.y
         categories = points.attrs.get(category_field) if category_field else None
         out_of_range = 0

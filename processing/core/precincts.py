@@ -86,6 +86,24 @@ class PrecinctSummary:
     warnings: list[str] = field(default_factory=list)
 
 
+def suppress_counts(counts: np.ndarray, requests: np.ndarray, threshold: int) -> np.ndarray:
+    """Cells to hide (True) in a precincts x categories table of counts published beside each precinct's total.
+    Primary: every count from 1 to below ``threshold`` (a zero discloses nobody, and hiding zeros would hide
+    large counts by complement). Complementary: a row whose only hidden cell could be recovered by
+    subtraction (its total minus the shown counts leaves nothing for the unlisted categories) also hides its
+    smallest shown cell, so no hidden count follows from the others."""
+    hidden = (counts > 0) & (counts < threshold)
+    shown = np.where(hidden, 0.0, counts)
+    unlisted = np.asarray(requests, dtype=float) - counts.sum(axis=1)
+    lonely = (hidden.sum(axis=1) == 1) & (unlisted == 0) & (~hidden).any(axis=1)
+    if lonely.any():
+        candidates = np.where(hidden, np.inf, shown)
+        smallest = candidates.argmin(axis=1)
+        rows = np.flatnonzero(lonely)
+        hidden[rows, smallest[rows]] = True
+    return hidden
+
+
 def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts: int,
               voters: np.ndarray | None = None, ballots: np.ndarray | None = None,
               top_n: int = 5, suppress_below: int = 0) -> PrecinctSummary:
@@ -135,6 +153,14 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
         top_category[has] = np.asarray(labels, dtype=object)[table.argmax(axis=1)][has]
         counts = table[:, ranked].astype(float)
         if suppress_below > 0:
-            counts[counts < suppress_below] = np.nan
+            hidden = suppress_counts(counts, requests, suppress_below)
+            counts[hidden] = np.nan
+            # the top category is not named where its count is small or hidden
+            top = table.argmax(axis=1)
+            position = {int(j): c for c, j in enumerate(ranked)}
+            column = np.array([position.get(int(j), -1) for j in top])
+            rows = np.arange(n_precincts)
+            in_hidden = (column >= 0) & hidden[rows, np.maximum(column, 0)]
+            top_category[(table.max(axis=1) < suppress_below) | in_hidden] = None
     return PrecinctSummary(requests, rate_1k, rate_eb, quint, turnout, top_category, names,
                            category_field_names(names), counts, matched, int((~inside).sum()), warns)

@@ -193,3 +193,10 @@ def test_bad_user_preset_entries_are_skipped_and_named(plugin, tmp_path, monkeyp
     assert alg.parameterDefinition("PRESET").options()[-1] == "My town"
     path.write_text("{not json")
     assert presets.load_presets() == bundled and "could not be read" in presets.PROBLEMS[0]
+
+
+def test_duplicate_precinct_ids_are_named(run_alg):
+    res = run_alg("civic311:precinctstats", {"REQUESTS": LAYERS["point"], "PRECINCTS": LAYERS["polygon"],
+                                             "PRECINCT_ID_FIELD": "ward", "OUTPUT": "memory:"})
+    warning = next(m for m in res["_feedback"].messages if "appear more than once" in m)
+    assert warning.startswith("WARNING 50 precinct id(s) of ward appear more than once") and " 1, 2, 3" in warning

@@ -97,9 +97,35 @@ def test_summarise_counts_rates_and_suppression():
     np.testing.assert_allclose(s.rate_1k[:3], [3.0, 4.0, 4.0])
     assert np.isnan(s.rate_1k[3]) and np.isnan(s.rate_eb[3])
     np.testing.assert_allclose(s.turnout[:3], [0.4, 0.2, 0.2])
-    assert s.top_category.tolist() == ["A", "B", "A", None]
+    # precinct 0 (A 2, B 1): B is below 2, and 3 − 2 would give it back, so A is hidden too, and so is the top
+    # category's name; precinct 2 (A 1): its top category is small
+    assert s.top_category.tolist() == [None, "B", None, None]
     assert s.category_names == ["A", "B"] and s.category_fields == ["cat_a", "cat_b"]
-    # A: [2, 0, 1, 0] -> suppressed below 2 -> [2, NaN, NaN, NaN]
-    assert s.category_counts[0].tolist() == [2.0, pytest.approx(np.nan, nan_ok=True)]
-    assert np.isnan(s.category_counts[1, 0]) and s.category_counts[1, 1] == 2
+    assert np.isnan(s.category_counts[0]).all()
+    assert s.category_counts[1].tolist() == [0.0, 2.0]  # zeros disclose nobody: shown
+    assert np.isnan(s.category_counts[2]).all() and s.category_counts[3].tolist() == [0.0, 0.0]
     assert s.quintile[3] == 0
+
+
+def test_suppression_is_complementary_and_top_category_is_not_leaked():
+    from civic311.processing.core.precincts import summarise, suppress_counts
+
+    counts = np.array([[10.0, 2.0, 7.0],   # one small cell, nothing unlisted: 2 = 19 - 10 - 7 -> hide 7 too
+                       [10.0, 2.0, 7.0],   # 3 requests outside the listed categories: 2 cannot be recovered
+                       [1.0, 2.0, 9.0],    # two small cells: only their sum is recoverable
+                       [12.0, 6.0, 5.0]])  # nothing small
+    requests = np.array([19, 22, 12, 23])
+    hidden = suppress_counts(counts, requests, 5)
+    assert hidden.tolist() == [[False, True, True], [False, True, False], [True, True, False],
+                               [False, False, False]]
+    # no row is left with one hidden cell that its total and the shown cells give back
+    shown = np.where(hidden, np.nan, counts)
+    for row, total, full in zip(shown, requests, counts):
+        if np.isnan(row).sum() == 1:
+            assert total - np.nansum(row) != full[np.isnan(row)][0] or total != full.sum()
+    # through summarise: precinct 0 has 3 Noise + 1 Rodent; the top category (Noise, 3 < 5) is not named
+    assignment = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    categories = np.array(["Noise", "Noise", "Noise", "Rodent"] + ["Noise"] * 6, dtype=object)
+    summary = summarise(assignment, categories, 2, top_n=2, suppress_below=5)
+    assert summary.top_category.tolist() == [None, "Noise"]
+    assert np.isnan(summary.category_counts[0]).all() and summary.category_counts[1].tolist()[0] == 6
