@@ -23,7 +23,7 @@ def create_spatial_index(path: str, layer: str) -> None:
     from osgeo import ogr
 
     ds = ogr.Open(path, 1)
-    result = ds.ExecuteSQL(f"SELECT CreateSpatialIndex('{layer}', 'geom')")
+    result = ds.ExecuteSQL(f"SELECT CreateSpatialIndex({_quote(layer)}, 'geom')")
     if result is not None:
         ds.ReleaseResultSet(result)  # an unreleased result set keeps the file open (and locked)
     ds = None
@@ -70,14 +70,13 @@ def bulk_insert(con: sqlite3.Connection, table: str):
     triggers = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
                            "AND name LIKE 'trigger_insert_feature_count_%'", (table,)).fetchall()
     for name, _ in triggers:
-        con.execute(f'DROP TRIGGER "{name}"')
+        con.execute(f"DROP TRIGGER {ident(name)}")
     try:
         yield
     finally:
         for _, sql in triggers:
             con.execute(sql)
-    quoted = table.replace('"', '""')
-    con.execute(f'UPDATE gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM "{quoted}") '
+    con.execute(f"UPDATE gpkg_ogr_contents SET feature_count = (SELECT count(*) FROM {ident(table)}) "
                 "WHERE lower(table_name) = lower(?)", (table,))
 
 
@@ -89,8 +88,8 @@ def insert_rows(con: sqlite3.Connection, table: str, names: list[str], columns: 
     literals = literals or {}
     width = len(names)
     one = "(" + ", ".join(["?"] * width + [_quote(v) for v in literals.values()]) + ")"
-    quoted = ", ".join(f'"{c}"' for c in [*names, *literals])
-    head = f"INSERT INTO {table} ({quoted}) VALUES "
+    quoted = ", ".join(ident(c) for c in [*names, *literals])
+    head = f"INSERT INTO {table} ({quoted}) VALUES "  # table: an identifier the caller quoted
     n = len(columns[0]) if columns else 0
     per = max(1, min(100, 999 // max(width, 1)))  # 999: the smallest host-parameter limit of any SQLite build
     full = n // per * per
@@ -180,9 +179,9 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
                 part = slice(start, start + chunk)
                 values = [_sql_values(columns[name][part], types[name]) for name in bound]
                 if xy is None:
-                    insert_rows(con, f'"{layer_name}"', bound, values, literals)
+                    insert_rows(con, ident(layer_name), bound, values, literals)
                 else:
-                    insert_rows(con, f'"{layer_name}"', ["geom", *bound],
+                    insert_rows(con, ident(layer_name), ["geom", *bound],
                                 [point_blobs(xy[0][part], xy[1][part], srs_id), *values], literals)
         if xy is not None and n:
             con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
@@ -195,7 +194,14 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
 
 
 def _quote(text: str) -> str:
+    """An SQL text literal: single quotes doubled."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    """An SQL identifier (table, column, trigger): double quotes doubled, so any name — quotes, spaces, SQL — is
+    one identifier and never code."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _all_null(col: np.ndarray) -> bool:
@@ -349,32 +355,33 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
         if not same_file:
             con.execute("ATTACH DATABASE ? AS src", (src[0],))
             schema = "src"
-        cols = "".join(f', "{n}" {SQL_TYPES[k]}' for n, k in new_fields)
+        cols = "".join(f", {ident(n)} {SQL_TYPES[k]}" for n, k in new_fields)
         con.execute(f"CREATE TEMP TABLE civic311_values (fid INTEGER PRIMARY KEY{cols})")
         names = [fd.GetName() for fd in kept]
-        target = ", ".join(f'"{c}"' for c in ["fid", "geom", *names, *(n for n, _ in new_fields)])
-        select = ", ".join([f's."{fid_col}"', f's."{geom_col}"', *(f's."{c}"' for c in names),
-                            *(f'v."{n}"' for n, _ in new_fields)])
-        copy = (f'INSERT INTO main."{dest[1]}" ({target}) SELECT {select} FROM {schema}."{src_layer}" s '
-                f'LEFT JOIN temp.civic311_values v ON v.fid = s."{fid_col}"')
+        target = ", ".join(ident(c) for c in ["fid", "geom", *names, *(n for n, _ in new_fields)])
+        select = ", ".join([f"s.{ident(fid_col)}", f"s.{ident(geom_col)}", *(f"s.{ident(c)}" for c in names),
+                            *(f"v.{ident(n)}" for n, _ in new_fields)])
+        copy = (f"INSERT INTO main.{ident(dest[1])} ({target}) SELECT {select} FROM {schema}.{ident(src_layer)} s "
+                f"LEFT JOIN temp.civic311_values v ON v.fid = s.{ident(fid_col)}")
+        fid_ref = f"s.{ident(fid_col)}"
         with bulk_insert(con, dest[1]):
             below = None  # the source rows up to this fid are copied
             for part, filled, values in computed_ahead(sliced(), rows):
                 insert_rows(con, "temp.civic311_values", ["fid", *filled], values)
                 if ascending and part.start < part.stop < len(fids):  # copy this piece now (the last copies the rest)
                     top = int(fids[part.stop - 1])
-                    where = f's."{fid_col}" <= {top}' + ("" if below is None else f' AND s."{fid_col}" > {below}')
-                    con.execute(f'{copy} WHERE {where} ORDER BY s."{fid_col}"')
+                    where = f"{fid_ref} <= {top:d}" + ("" if below is None else f" AND {fid_ref} > {below:d}")
+                    con.execute(f"{copy} WHERE {where} ORDER BY {fid_ref}")
                     con.execute("DELETE FROM temp.civic311_values")
                     below = top
-            where = "" if below is None else f' WHERE s."{fid_col}" > {below}'
-            con.execute(f'{copy}{where} ORDER BY s."{fid_col}"')
+            where = "" if below is None else f" WHERE {fid_ref} > {below:d}"
+            con.execute(f"{copy}{where} ORDER BY {fid_ref}")
         extent = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
                              (src_layer,)).fetchone()
         if extent:
             con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
                         (*extent, dest[1]))
-        count = con.execute(f'SELECT count(*) FROM main."{dest[1]}"').fetchone()[0]
+        count = con.execute(f"SELECT count(*) FROM main.{ident(dest[1])}").fetchone()[0]
         con.commit()
     finally:
         con.close()

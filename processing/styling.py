@@ -124,8 +124,11 @@ def value_counts(layer, field: str) -> dict:
 
         ds = ogr.Open(parts["path"])
         name = parts.get("layerName") or (ds.GetLayer(0).GetName() if ds is not None else "")
-        result = ds.ExecuteSQL(f'SELECT "{field}", count(*) FROM "{name}" WHERE "{field}" IS NOT NULL '
-                               f'GROUP BY "{field}"') if ds is not None else None
+        from .gpkgwriter import ident
+
+        col = ident(field)
+        result = ds.ExecuteSQL(f"SELECT {col}, count(*) FROM {ident(name)} WHERE {col} IS NOT NULL "
+                               f"GROUP BY {col}") if ds is not None else None
         if result is not None:
             counts = {f.GetField(0): f.GetField(1) for f in result}
             ds.ReleaseResultSet(result)

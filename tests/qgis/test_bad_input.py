@@ -19,6 +19,7 @@ from qgis.core import (
 
 from conftest import SAMPLE
 
+TEST_EXPORT = SAMPLE.parents[2] / "tests" / "data" / "imports" / "boston_wkt.csv"
 LAYERS = {"point": f"{SAMPLE}|layername=requests", "polygon": f"{SAMPLE}|layername=precincts"}
 
 
@@ -200,3 +201,47 @@ def test_duplicate_precinct_ids_are_named(run_alg):
                                              "PRECINCT_ID_FIELD": "ward", "OUTPUT": "memory:"})
     warning = next(m for m in res["_feedback"].messages if "appear more than once" in m)
     assert warning.startswith("WARNING 50 precinct id(s) of ward appear more than once") and " 1, 2, 3" in warning
+
+
+HOSTILE = ['a"b', 'x", (SELECT group_concat(name) FROM sqlite_master) AS "y', "O'Brien"]
+
+
+def test_hostile_field_layer_and_file_names_are_identifiers_not_sql(run_alg, tmp_path):
+    """A field named a"b gave OperationalError; a crafted name injected a sub-select into the copy; an output
+    called O'Hare.gpkg silently lost its spatial index. Every identifier is now quoted."""
+    import sqlite3
+
+    from osgeo import ogr, osr
+    from qgis.core import QgsVectorLayer
+
+    src = tmp_path / "places.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(src))
+    sr = osr.SpatialReference()
+    sr.ImportFromEPSG(4326)
+    layer = ds.CreateLayer('pl"aces', sr, ogr.wkbPoint)
+    for name in HOSTILE:
+        layer.CreateField(ogr.FieldDefn(name, ogr.OFTString))
+    for i in range(20):
+        f = ogr.Feature(layer.GetLayerDefn())
+        for name in HOSTILE:
+            f[name] = f"{name}-{i}"
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({-87.65 + i / 1000} {41.88 + i / 2000})"))
+        layer.CreateFeature(f)
+    ds = None
+    out = tmp_path / "O'Hare.gpkg"
+    run_alg("civic311:transitaccess", {"INPUT": f"{src}|layername=pl\"aces", "STOPS": f"{SAMPLE}|layername=stops",
+                                       "OUTPUT": str(out)})
+    result = QgsVectorLayer(str(out), "o", "ogr")
+    assert result.isValid() and result.featureCount() == 20
+    names = [f.name() for f in result.fields()]
+    assert all(name in names for name in HOSTILE)
+    for feat in result.getFeatures():
+        assert all(feat[name].startswith(name + "-") for name in HOSTILE)  # the values, not sqlite_master
+    with sqlite3.connect(out) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert any(t.startswith("rtree_") for t in tables)  # the spatial index is there
+    imported = tmp_path / "O'Hare requests.gpkg"
+    run_alg("civic311:importrequests", {"INPUT": str(TEST_EXPORT), "OUTPUT": str(imported)})
+    with sqlite3.connect(imported) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert "O'Hare requests" in tables and any(t.startswith("rtree_") for t in tables)

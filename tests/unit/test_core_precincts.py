@@ -2,7 +2,6 @@
 """Point-in-polygon assignment, empirical-Bayes rates, quintiles and category counts."""
 
 import numpy as np
-import pytest
 
 from civic311.processing.core.geometry import assign_points_to_polygons, points_from_wkb, polygon_rings_from_wkb
 from civic311.processing.core.precincts import (
