@@ -82,6 +82,7 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
                 if layer is not None:
                     self.input_layers.append(layer)
         self.check_field_parameters(parameters, context)
+        self.check_output_folders(parameters)
         # every source is read without QGIS's abort-on-invalid-geometry check: the plugin repairs invalid
         # polygons itself (makeValid, reported) where geometry matters, and copies them as they are elsewhere;
         # the desktop's default check would stop the run, and on QGIS 3.22's main thread crash QGIS
@@ -92,6 +93,28 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
         finally:
             context.setInvalidGeometryCheck(check)
         return self.run_results
+
+    def check_output_folders(self, parameters) -> None:
+        """A file output (layer, table, report) in a folder that does not exist is an error before any work, not
+        after a long run."""
+        import re
+
+        from qgis.core import QgsProcessingDestinationParameter, QgsProcessingOutputLayerDefinition
+
+        for definition in self.destinationParameterDefinitions():
+            if not isinstance(definition, QgsProcessingDestinationParameter):
+                continue
+            value = parameters.get(definition.name())
+            if isinstance(value, QgsProcessingOutputLayerDefinition):
+                value = value.sink.staticValue()
+            if not isinstance(value, str) or not value or value == "TEMPORARY_OUTPUT" or \
+                    value.startswith(("memory:", "postgres", "postgis:", "spatialite:")):
+                continue
+            match = re.match(r"^ogr:dbname='([^']+)'", value)
+            path = Path(match.group(1) if match else value.split("|")[0])
+            if not path.parent.exists() or not path.parent.is_dir():
+                raise QgsProcessingException(f"{definition.name()}: the folder {path.parent} does not exist. Create "
+                                             "it, or choose another place for the output.")
 
     def check_field_parameters(self, parameters, context) -> None:
         """A field parameter naming a field its layer lacks is an error naming both, listing the layer's fields

@@ -245,3 +245,16 @@ def test_hostile_field_layer_and_file_names_are_identifiers_not_sql(run_alg, tmp
     with sqlite3.connect(imported) as con:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert "O'Hare requests" in tables and any(t.startswith("rtree_") for t in tables)
+
+
+@pytest.mark.parametrize("key,alg", [("OUTPUT", "civic311:precinctstats"), ("REPORT", "civic311:turnoutregression")])
+def test_an_output_in_a_missing_folder_fails_before_any_work(run_alg, tmp_path, key, alg):
+    missing = tmp_path / "no" / "such" / "folder"
+    params = {"precinctstats": {"REQUESTS": LAYERS["point"], "PRECINCTS": LAYERS["polygon"],
+                                "PRECINCT_ID_FIELD": "ward_prec", "OUTPUT": "memory:"},
+              "turnoutregression": {"INPUT": LAYERS["polygon"], "TURNOUT_FIELD": "registered_voters",
+                                    "EXPLANATORY_FIELDS": ["ballots_cast"], "OUTPUT": "memory:",
+                                    "REPORT": str(tmp_path / "r.html")}}[alg.split(":")[1]]
+    params[key] = str(missing / ("out.gpkg" if key == "OUTPUT" else "report.html"))
+    with pytest.raises(QgsProcessingException, match=rf"{key}: the folder .*folder does not exist"):
+        run_alg(alg, params)
