@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,9 @@ class GtfsStops:
     warnings: list[str] = field(default_factory=list)
 
 
+MAX_TABLE_BYTES = 2 << 30  # one GTFS table may inflate to at most 2 GiB (a zip bomb must not fill the memory)
+
+
 class _Feed:
     """Read GTFS tables from a .zip (files may sit in a sub-folder) or a folder."""
 
@@ -37,7 +41,10 @@ class _Feed:
         if self.path.is_dir():
             self.names = {p.name.lower(): str(p) for p in self.path.iterdir() if p.is_file()}
         elif zipfile.is_zipfile(self.path):
-            self.zip = zipfile.ZipFile(self.path)
+            try:
+                self.zip = zipfile.ZipFile(self.path)
+            except (zipfile.BadZipFile, OSError) as err:
+                raise GtfsError(f"{source} is a damaged .zip file ({err}): download the feed again.") from None
             for name in self.zip.namelist():
                 base = name.rsplit("/", 1)[-1].lower()
                 if base and (base not in self.names or name.count("/") < self.names[base].count("/")):
@@ -48,11 +55,39 @@ class _Feed:
     def has(self, name: str) -> bool:
         return name in self.names
 
+    def _bytes(self, name: str) -> bytes:
+        """The table's bytes, inflated at most MAX_TABLE_BYTES (checked while inflating, not from the zip's own
+        size claims); damaged or encrypted entries are GtfsError, never a traceback."""
+        if not self.zip:
+            path = Path(self.names[name])
+            if path.stat().st_size > MAX_TABLE_BYTES:
+                raise GtfsError(f"{path.name} is larger than {MAX_TABLE_BYTES >> 30} GiB: not a GTFS table.")
+            return path.read_bytes()
+        info = self.zip.getinfo(self.names[name])
+        if info.flag_bits & 0x1:
+            raise GtfsError(f"{name} is encrypted in the zip: export the feed without a password.")
+        out = bytearray()
+        try:
+            with self.zip.open(info) as fh:
+                while True:
+                    block = fh.read(1 << 20)
+                    if not block:
+                        break
+                    out += block
+                    if len(out) > MAX_TABLE_BYTES:
+                        raise GtfsError(f"{name} inflates to more than {MAX_TABLE_BYTES >> 30} GiB: not a GTFS "
+                                        "table (a damaged or hostile zip).")
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise GtfsError(f"{name} is damaged in the zip ({err}): download the feed again.") from None
+        except RuntimeError as err:  # zipfile: encrypted entries and unsupported methods
+            raise GtfsError(f"{name} cannot be read from the zip ({err}).") from None
+        return bytes(out)
+
     def read(self, name: str, usecols: list[str] | None = None) -> pd.DataFrame:
         """All values as stripped strings; BOM, CRLF and quoted fields handled; unknown columns kept."""
         import pandas as pd
 
-        raw = self.zip.read(self.names[name]) if self.zip else Path(self.names[name]).read_bytes()
+        raw = self._bytes(name)
         frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, encoding="utf-8-sig",
                             skipinitialspace=True)
         frame.columns = [c.strip() for c in frame.columns]
@@ -104,6 +139,9 @@ def read_stops(source: str | Path, boarding_only: bool = True) -> GtfsStops:
     else:
         stop_times = feed.read("stop_times.txt", ["trip_id", "stop_id"]).drop_duplicates()
         trips = feed.read("trips.txt", ["trip_id", "route_id"]).drop_duplicates("trip_id")
+        if not (trips["route_id"] != "").any():
+            warnings.append("trips.txt has no route_id: stops cannot be joined to routes, so routes is unknown "
+                            "(NULL), not 0.")
         served = stop_times.merge(trips, on="trip_id", how="inner")[["stop_id", "route_id"]].drop_duplicates()
         if feed.has("routes.txt"):
             route_types = feed.read("routes.txt", ["route_id", "route_type"]).drop_duplicates("route_id")
@@ -114,6 +152,8 @@ def read_stops(source: str | Path, boarding_only: bool = True) -> GtfsStops:
         kinds = served[served["route_type"].fillna("") != ""].groupby("stop_id")["route_type"].agg(
             lambda s: ",".join(sorted(set(s), key=lambda v: (len(v), v))))
         routes = stops["stop_id"].map(counts).fillna(0).to_numpy(dtype=float)
+        if not (trips["route_id"] != "").any():
+            routes = np.full(len(stops), np.nan)
         types = [v if isinstance(v, str) else None for v in stops["stop_id"].map(kinds)]
     stops["routes"] = routes
     stops["route_types"] = types

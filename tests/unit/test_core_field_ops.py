@@ -206,3 +206,47 @@ def test_facilities_nearest_counts_beyond_the_neighbours_asked_for():
     assert (res.index == d.argmin(axis=1)).all() and np.allclose(res.distance, d.min(axis=1))
     assert (res.within == (d <= 400).sum(axis=1)).all()
     assert res.within[:200].min() > NEIGHBOURS and res.within[-3:].tolist() == [NEIGHBOURS, 1, 0]
+
+
+def test_gtfs_zip_bombs_damage_and_missing_route_ids(tmp_path, monkeypatch):
+    """A 'stops.txt' that inflates past the cap, a corrupt CRC, an encrypted entry: clear GtfsError; trips.txt
+    without route_id: routes NULL with a warning, never 0 everywhere."""
+    import zipfile
+
+    from civic311.processing.core import gtfs
+
+    stops = "stop_id,stop_name,stop_lat,stop_lon\n1,A,41.9,-87.6\n2,B,41.8,-87.7\n"
+    monkeypatch.setattr(gtfs, "MAX_TABLE_BYTES", 10_000)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("stops.txt", stops + "3,C,41.7,-87.5\n" * 5000)
+    assert bomb.stat().st_size < 5_000
+    with pytest.raises(gtfs.GtfsError, match="inflates to more than"):
+        gtfs.read_stops(bomb)
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("stops.txt", stops)
+    data = bytearray(damaged.read_bytes())
+    at = data.index(b"41.9")
+    data[at:at + 4] = b"99.9"  # the stored bytes no longer match the CRC
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(gtfs.GtfsError, match="damaged"):
+        gtfs.read_stops(damaged)
+    encrypted = tmp_path / "encrypted.zip"
+    with zipfile.ZipFile(encrypted, "w") as z:
+        z.writestr("stops.txt", stops)
+    data = bytearray(encrypted.read_bytes())
+    data[6] |= 1  # the local header's "encrypted" flag
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 8] |= 1  # and the central directory's
+    encrypted.write_bytes(bytes(data))
+    with pytest.raises(gtfs.GtfsError, match="encrypted"):
+        gtfs.read_stops(encrypted)
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    (feed / "stops.txt").write_text(stops)
+    (feed / "stop_times.txt").write_text("trip_id,stop_id\nt1,1\nt1,2\n")
+    (feed / "trips.txt").write_text("trip_id,service_id\nt1,wk\n")
+    result = gtfs.read_stops(feed)
+    assert np.isnan(result.stops["routes"]).all()
+    assert any("trips.txt has no route_id" in w for w in result.warnings)
