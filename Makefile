@@ -17,10 +17,10 @@ VERSION     := $(shell sed -n 's/^version=//p' metadata.txt)
 ZIP         := dist/civic311-$(VERSION).zip
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: help deps install test test-qgis340 demo bench bench-qgis340 lint package check-package clean docs i18n
+.PHONY: help deps install test test-qgis340 test-qgis344 demo bench bench-qgis340 lint package check-package clean docs i18n
 
 help:
-	@echo "make deps | install | test | test-qgis340 | demo | bench | bench-qgis340 | lint | package | docs | i18n | clean"
+	@echo "make deps | install | test | test-qgis340 | test-qgis344 | demo | bench | bench-qgis340 | lint | package | docs | i18n | clean"
 
 deps: $(VENV)/.stamp
 
@@ -46,6 +46,10 @@ test: deps
 
 test-qgis340:
 	bash .ci/qgis340.sh
+
+# QGIS 3.44 (Debian sid) in a cached chroot; the first run builds it (about 12 minutes)
+test-qgis344:
+	bash .ci/qgis344.sh
 
 demo: install
 	$(VPY) -P tests/tools/demo.py demo-output

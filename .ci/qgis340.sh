@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Run the test suite on QGIS 3.40 LTR inside a cached Debian 13 (trixie) chroot.
+# Run the test suite on QGIS 3.40 LTR inside a cached Debian 13 (trixie) chroot — or, with SUITE=sid (see
+# .ci/qgis344.sh), on QGIS 3.44 in a Debian sid chroot.
 # Usage: .ci/qgis340.sh [pytest args...]   (as root; the chroot is kept in $TRIXIE_ROOT between runs)
 #        .ci/qgis340.sh --bench              (`make bench` on QGIS 3.40; BENCH_SCALES and BENCH_TASKS pass through)
 set -euo pipefail
-ROOT="${TRIXIE_ROOT:-/opt/civic311-trixie}"
+SUITE="${SUITE:-trixie}"
+ROOT="${CHROOT_ROOT:-${TRIXIE_ROOT:-/opt/civic311-trixie}}"
+# sid's Release file counts as expired against this machine's clock
+APT_OPTS=$([ "$SUITE" = sid ] && echo "-o Acquire::Check-Valid-Until=false" || true)
 CHECKOUT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="$(cd "$CHECKOUT/.." && pwd)/shared"
 PKGS="qgis python3-qgis qgis-providers python3-pandas python3-sklearn python3-requests python3-pytest python3-venv python3-pip"
@@ -11,12 +15,12 @@ PKGS="qgis python3-qgis qgis-providers python3-pandas python3-sklearn python3-re
 if [ ! -f "$ROOT/.civic311-base" ]; then
     command -v debootstrap >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap; }
     rm -rf "$ROOT"
-    debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian
+    debootstrap --variant=minbase "$SUITE" "$ROOT" http://deb.debian.org/debian
     touch "$ROOT/.civic311-base"
 fi
 if [ ! -f "$ROOT/.civic311-qgis" ]; then
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-    chroot "$ROOT" bash -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS"
+    chroot "$ROOT" bash -c "apt-get $APT_OPTS update -q && DEBIAN_FRONTEND=noninteractive apt-get $APT_OPTS install -y -q --no-install-recommends $PKGS"
     touch "$ROOT/.civic311-qgis"
 fi
 if [ ! -f "$ROOT/.civic311-venv" ]; then
@@ -43,6 +47,7 @@ if [ "${1:-}" = "--bench" ]; then
         bash -c "cd /work/main && /usr/bin/python3 tests/bench/run_bench.py"
     exit
 fi
+chroot "$ROOT" bash -c "dpkg-query -W -f='\${Package} \${Version}\n' qgis python3 python3-numpy python3-pandas gdal-bin 2>/dev/null | sed 's/^/  using /'" || true
 chroot "$ROOT" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
     CIVIC311_PYTEST_CACHE=/tmp/civic311-pytest \
     bash -c "cd /work/main && /opt/venv/bin/python -P -m pytest -p no:cacheprovider tests $*"

@@ -456,18 +456,42 @@ def write_by_fid(sink, source, fids: np.ndarray, columns: list[np.ndarray], feed
     return written + len(buffer)
 
 
+def bulk_destination(alg, parameters, key: str) -> tuple[tuple[str, str] | None, object, str]:
+    """(GeoPackage target for a bulk write or None, project to load it into or None, layer name) of a
+    destination parameter, read without side effects: parameterAsOutputLayer would register a layer to load
+    (a 'memory:…' one for temporary outputs) that the bulk path never creates, which the desktop then reports
+    as 'not correctly generated' — or, for a file, adds it to the project a second time."""
+    from qgis.core import QgsProcessingOutputLayerDefinition
+
+    from .gpkgwriter import gpkg_destination
+
+    value = parameters.get(key)
+    project, name = None, alg.parameterDefinition(key).description()
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        project = value.destinationProject
+        name = value.destinationName or name
+        value = value.sink.staticValue()
+    target = gpkg_destination(value) if isinstance(value, str) else None
+    return target, project, name
+
+
+def load_on_completion(context, key: str, dest_id: str, project, name: str) -> None:
+    """Load a bulk-written layer when the run asked for it (the dialog's 'open output file' option)."""
+    from qgis.core import QgsProcessingContext
+
+    if project is not None:
+        context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(name, project, key))
+
+
 def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, context, feedback, source,
                             fids: np.ndarray, new_fields: list[tuple[str, str]], pieces: Iterable[list[np.ndarray]]):
     """OUTPUT = the input features plus computed columns. ``pieces`` yields the columns (one array per new field)
     for consecutive slices of ``fids``: a list with one piece, or a lazy iterator whose pieces are computed while the
     previous ones are written. GeoPackage to GeoPackage runs inside SQLite (a copy and a join); any other
     combination goes through a QGIS sink, feature by feature. Returns the destination id."""
-    from qgis.core import QgsProcessingContext
+    from .gpkgwriter import SPATIAL_INDEX_LIMIT, copy_with_columns
 
-    from .gpkgwriter import SPATIAL_INDEX_LIMIT, copy_with_columns, gpkg_destination
-
-    destination = alg.parameterAsOutputLayer(parameters, output_key, context)
-    target = gpkg_destination(destination)
+    target, project, name = bulk_destination(alg, parameters, output_key)
     plain = _plain_source_path(parameters, input_key, alg.parameterAsVectorLayer(parameters, input_key, context))
     if target is not None and plain is not None and plain[0].lower().endswith(".gpkg") and \
             not (plain[0] == target[0] and (plain[1] or "") == target[1]):
@@ -476,9 +500,7 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
             feedback.pushInfo(f"{count} features written without a spatial index (building one would take longer "
                               "than the analysis): run 'Create spatial index' if you need one.")
         dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
-        if context.project() is not None:
-            context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(
-                alg.parameterDefinition(output_key).description(), context.project(), output_key))
+        load_on_completion(context, output_key, dest_id, project, name)
         return dest_id
     fields, keep = output_fields(source.fields(), new_fields, feedback)
     sink, dest_id = alg.parameterAsSink(parameters, output_key, context, fields, source.wkbType(), source.sourceCrs())

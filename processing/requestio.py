@@ -462,12 +462,10 @@ def write_requests(sink, kept: pd.DataFrame, feedback, batch: int = 50_000) -> N
 def write_outputs(alg, parameters, context, feedback, result: Normalised, source: str) -> dict:
     """OUTPUT (points, EPSG:4326), REJECTED (table) and the four counts. A GeoPackage destination is written in
     bulk (SQLite speed); other destinations go through a QGIS feature sink."""
-    from qgis.core import QgsProcessingContext
+    from .gpkgwriter import SPATIAL_INDEX_LIMIT, write_points
+    from .layerio import bulk_destination, load_on_completion
 
-    from .gpkgwriter import SPATIAL_INDEX_LIMIT, gpkg_destination, write_points
-
-    destination = alg.parameterAsOutputLayer(parameters, "OUTPUT", context)
-    target = gpkg_destination(destination)
+    target, project, name = bulk_destination(alg, parameters, "OUTPUT")
     if target is not None:
         kept = result.kept
         types = {name: REQUEST_BULK_TYPES.get(name, "string") for name in FIELDS}
@@ -477,9 +475,7 @@ def write_outputs(alg, parameters, context, feedback, result: Normalised, source
             feedback.pushInfo(f"{len(kept)} points written without a spatial index (building one would take longer "
                               "than the write): run 'Create spatial index' if you need one.")
         dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
-        if context.project() is not None:
-            context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(
-                alg.parameterDefinition("OUTPUT").description(), context.project(), "OUTPUT"))
+        load_on_completion(context, "OUTPUT", dest_id, project, name)
     else:
         sink, dest_id = alg.parameterAsSink(parameters, "OUTPUT", context, request_fields(), QgsWkbTypes.Type.Point,
                                             WGS84)

@@ -74,19 +74,16 @@ def write_table(alg, parameters, context, spec: list[tuple[str, str]], columns: 
     GeoPackage is written in bulk inside SQLite; any other destination through a QGIS sink. Returns the
     destination id, or None when TABLE is not wanted."""
     import numpy as np
-    from qgis.core import QgsProcessingContext
 
-    from ..gpkgwriter import gpkg_destination
     from ..gpkgwriter import write_table as bulk_table
+    from ..layerio import bulk_destination, load_on_completion
 
-    target = gpkg_destination(alg.parameterAsOutputLayer(parameters, "TABLE", context))
+    target, project, layer_name = bulk_destination(alg, parameters, "TABLE")
     if target is not None:
         bulk_table(target[0], target[1], {name: col for (name, _), col in zip(spec, columns)},
                    dict(spec))
         dest_id = f"{target[0]}|layername={target[1]}"
-        if context.project() is not None:
-            context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(
-                alg.parameterDefinition("TABLE").description(), context.project(), "TABLE"))
+        load_on_completion(context, "TABLE", dest_id, project, layer_name)
         return dest_id
     fields = QgsFields()
     for name, kind in spec:
