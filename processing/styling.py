@@ -258,6 +258,15 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
             layer.setMetadata(self.metadata)
 
 
+def save_style_to_database(layer: QgsVectorLayer, description: str) -> str:
+    """Store the layer's style as its default in its GeoPackage; returns an error message or ''. QGIS 3.42+
+    deprecates saveStyleToDatabase for saveStyleToDatabaseV2 (which reports a result flag)."""
+    if hasattr(layer, "saveStyleToDatabaseV2"):
+        _, message = layer.saveStyleToDatabaseV2("civic311", description, True, "")
+        return message or ""  # the message is set only when a step failed
+    return layer.saveStyleToDatabase("civic311", description, True, "")
+
+
 def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetadata, feedback=None,
                     hints: dict | None = None) -> bool:
     """Write the default style and the metadata into a file output (GeoPackage layer_styles / gpkg_metadata,
@@ -270,8 +279,7 @@ def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetad
     parts = QgsProviderRegistry.instance().decodeUri("ogr", path)
     file_path = parts.get("path", path)
     if file_path.lower().endswith(".gpkg"):
-        error = layer.saveStyleToDatabase("civic311", f"civic311 default style for {algorithm}:{key}", True, "") \
-            if styled else ""
+        error = save_style_to_database(layer, f"civic311 default style for {algorithm}:{key}") if styled else ""
         if error and feedback is not None:
             feedback.pushWarning(f"Could not store the style in {file_path}: {error}")
         try:
