@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,6 +58,20 @@ class SpatialInput:
     band: float
     source: object
     is_polygon: bool
+    dropped: list[QgsFeature] = field(default_factory=list)  # features without geometry: not analysed
+
+    def output(self, columns: list[np.ndarray]) -> tuple[list[QgsFeature], list[np.ndarray]]:
+        """Every input feature for the output, the dropped ones last with NULL in the computed columns."""
+        if not self.dropped:
+            return self.features, columns
+        pad = len(self.dropped)
+        padded = []
+        for col in map(np.asarray, columns):
+            if col.dtype == object:
+                padded.append(np.concatenate([col, np.full(pad, None, dtype=object)]))
+            else:
+                padded.append(np.concatenate([col.astype(float), np.full(pad, np.nan)]))
+        return self.features + self.dropped, padded
 
 
 DENSE_BAND = 30  # mean neighbours above which a distance band is too wide for local statistics
@@ -101,15 +115,28 @@ def read_spatial_input(alg, parameters, context, feedback, field_key: str = "FIE
     gtype = QgsWkbTypes.geometryType(source.wkbType())
     if gtype == QgsWkbTypes.GeometryType.PolygonGeometry:
         table = read_polygons(alg, parameters, input_key, context, feedback, dest_crs=METRIC)
-        features, polygons, xy = table.features, table.polygons, table.centroids
+        located = np.array([bool(rings) for rings in table.polygons], dtype=bool)
+        dropped = [f for f, ok in zip(table.features, located) if not ok]
+        features = [f for f, ok in zip(table.features, located) if ok]
+        polygons = [r for r, ok in zip(table.polygons, located) if ok]
+        xy = table.centroids[located]
+        if dropped:
+            label = data_label(source)
+            feedback.pushWarning(f"{len(dropped)} feature(s) without geometry are left out of the statistics (their "
+                                 "output fields are NULL): " + ", ".join(_label(f, label) for f in dropped[:20])
+                                 + (" …" if len(dropped) > 20 else ""))
     elif gtype == QgsWkbTypes.GeometryType.PointGeometry:
         if kind in (Neighbours.QUEEN, Neighbours.ROOK):
             raise QgsProcessingException("Contiguity neighbours need polygons: for points choose K nearest "
                                          "neighbours or a fixed distance band.")
-        features = [f for f in source.getFeatures() if not f.geometry().isNull()]
-        dropped = source.featureCount() - len(features)
+        every = list(source.getFeatures())
+        features = [f for f in every if not f.geometry().isNull() and not f.geometry().isEmpty()]
+        dropped = [f for f in every if f.geometry().isNull() or f.geometry().isEmpty()]
         if dropped:
-            feedback.pushWarning(f"{dropped} feature(s) without geometry are left out of the analysis.")
+            label = data_label(source)
+            feedback.pushWarning(f"{len(dropped)} feature(s) without geometry are left out of the statistics (their "
+                                 "output fields are NULL): " + ", ".join(_label(f, label) for f in dropped[:20])
+                                 + (" …" if len(dropped) > 20 else ""))
         pts = read_points(alg, parameters, input_key, context, feedback, (), dest_crs=METRIC)
         polygons, xy = None, np.column_stack([pts.x, pts.y])
         if len(xy) != len(features):
@@ -154,4 +181,4 @@ def read_spatial_input(alg, parameters, context, feedback, field_key: str = "FIE
             feedback.pushWarning(f"The distance band gives each feature {mean_card:.0f} neighbours on average: "
                                  f"local statistics then compare each feature with a large part of the map, and "
                                  f"most look significant.{why} Choose K nearest neighbours, or a smaller band.")
-    return SpatialInput(features, values, weights, band, source, polygons is not None)
+    return SpatialInput(features, values, weights, band, source, polygons is not None, dropped)

@@ -71,6 +71,6 @@ class HotSpots(Civic311Algorithm):
                                              data.source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        write_rows(sink, data.features, keep, [result.z, result.p, result.p_sim, result.bins, result.n_neighbors],
-                   feedback)
+        features, columns = data.output([result.z, result.p, result.p_sim, result.bins, result.n_neighbors])
+        write_rows(sink, features, keep, columns, feedback)
         return {"OUTPUT": dest_id}

@@ -68,5 +68,6 @@ class LocalMoran(Civic311Algorithm):
                                              data.source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        write_rows(sink, data.features, keep, [result.i, z, result.p_sim, result.labels], feedback)
+        features, columns = data.output([result.i, z, result.p_sim, result.labels])
+        write_rows(sink, features, keep, columns, feedback)
         return {"OUTPUT": dest_id}

@@ -240,8 +240,13 @@ class PrecinctStats(Civic311Algorithm):
             return pd.to_numeric(pd.Series([None if v is None or str(v) == "NULL" else v for v in vals],
                                            dtype=object), errors="coerce").to_numpy(dtype=float)
 
+        located = np.array([bool(rings) for rings in precincts.polygons], dtype=bool)
+        if not located.all():
+            names = [str(f[id_field]) for f, ok in zip(precincts.features, located) if not ok]
+            feedback.pushWarning(f"{len(names)} precinct(s) have no geometry: they are left out of every statistic "
+                                 "(their fields are NULL): " + ", ".join(names[:20]) + (" …" if len(names) > 20 else ""))
         summary = summarise(assignment, categories, n, numbers(voters_field), numbers(ballots_field),
-                            top_n=top_n, suppress_below=suppress)
+                            top_n=top_n, suppress_below=suppress, located=located)
         for message in summary.warnings:
             feedback.pushWarning(message)
         unmatched = summary.unmatched + points.null_geometry

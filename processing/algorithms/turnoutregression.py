@@ -160,7 +160,8 @@ class TurnoutRegression(Civic311Algorithm):
                                              data.source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        write_rows(sink, data.features, keep, list(full.values()), feedback)
+        features, columns = data.output(list(full.values()))
+        write_rows(sink, features, keep, columns, feedback)
         report = self.parameterAsFileOutput(parameters, "REPORT", context)
         weighted = f"Weighted by {weight_field}." if weight_field else "Unweighted (OLS)."
         with open(report, "w", encoding="utf-8") as fh:

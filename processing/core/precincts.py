@@ -106,9 +106,35 @@ def suppress_counts(counts: np.ndarray, requests: np.ndarray, threshold: int) ->
 
 def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts: int,
               voters: np.ndarray | None = None, ballots: np.ndarray | None = None,
-              top_n: int = 5, suppress_below: int = 0) -> PrecinctSummary:
-    """Counts by precinct from a point->precinct assignment (-1 = outside every precinct)."""
+              top_n: int = 5, suppress_below: int = 0, located: np.ndarray | None = None) -> PrecinctSummary:
+    """Counts by precinct from a point->precinct assignment (-1 = outside every precinct). Precincts not
+    ``located`` (no geometry) are left out of every statistic: NULL counts, rates and quintile, and no part in
+    the empirical-Bayes estimate."""
     import pandas as pd
+
+    if located is not None and not np.all(located):
+        missing = ~np.asarray(located, dtype=bool)
+        summary = summarise(assignment, categories, n_precincts,
+                            None if voters is None else np.where(missing, np.nan, np.asarray(voters, dtype=float)),
+                            ballots, top_n, suppress_below)
+        if voters is None:  # quintiles on the located precincts' counts only
+            summary.quintile = quintiles(np.where(missing, np.nan, summary.requests.astype(float)))
+        else:
+            summary.quintile[missing] = 0
+            v = np.asarray(voters, dtype=float)
+            no_voters = int((~(np.isfinite(v) & (v > 0)) & ~missing).sum())  # among the located precincts
+            summary.warnings = [w for w in summary.warnings if "no positive registered-voter" not in w]
+            if no_voters:
+                summary.warnings.append(f"{no_voters} precinct(s) have no positive registered-voter count: their "
+                                        "rates are NULL and they are left out of the empirical-Bayes estimate "
+                                        "and the quintiles.")
+        summary.requests = np.where(missing, np.nan, summary.requests.astype(float))
+        for name in ("rate_1k", "rate_eb", "turnout"):
+            getattr(summary, name)[missing] = np.nan
+        summary.top_category[missing] = None
+        if summary.category_counts.size:
+            summary.category_counts[missing] = np.nan
+        return summary
 
     assignment = np.asarray(assignment, dtype=np.int64)
     inside = assignment >= 0

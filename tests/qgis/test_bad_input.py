@@ -258,3 +258,31 @@ def test_an_output_in_a_missing_folder_fails_before_any_work(run_alg, tmp_path, 
     params[key] = str(missing / ("out.gpkg" if key == "OUTPUT" else "report.html"))
     with pytest.raises(QgsProcessingException, match=rf"{key}: the folder .*folder does not exist"):
         run_alg(alg, params)
+
+
+def test_precincts_without_geometry_are_left_out_and_named(run_alg):
+    """A precinct without geometry got requests = 0, quintile 1 and entered the EB estimate; hot spots with K
+    nearest neighbours raised ValueError. Now it is named, left out, and its fields are NULL."""
+    from qgis.core import QgsFeature
+
+    from qgis.core import QgsVectorLayer
+
+    prec = QgsVectorLayer(LAYERS["polygon"], "p", "ogr").materialize(QgsFeatureRequest())
+    hole = QgsFeature(prec.fields())
+    hole.setAttributes([None, "99999", 99, 999, 1000, 400])
+    prec.dataProvider().addFeatures([hole])
+    base = {"REQUESTS": LAYERS["point"], "PRECINCTS": prec, "PRECINCT_ID_FIELD": "ward_prec",
+            "VOTERS_FIELD": "registered_voters", "OUTPUT": "memory:"}
+    with_hole = run_alg("civic311:precinctstats", base)
+    without = run_alg("civic311:precinctstats", {**base, "PRECINCTS": LAYERS["polygon"]})
+    assert any("1 precinct(s) have no geometry" in m and "99999" in m for m in with_hole["_feedback"].messages)
+    rows = {f["ward_prec"]: f for f in with_hole["OUTPUT"].getFeatures()}
+    assert all(str(rows["99999"][k]) == "NULL" for k in ("requests", "rate_1k", "rate_eb", "quintile"))
+    same = {f["ward_prec"]: f["rate_eb"] for f in without["OUTPUT"].getFeatures()}
+    assert all(rows[k]["rate_eb"] == pytest.approx(v) for k, v in same.items())  # the EB estimate is untouched
+    hot = run_alg("civic311:hotspots", {"INPUT": with_hole["OUTPUT"], "FIELD": "rate_eb", "NEIGHBOURS": 2, "K": 8,
+                                        "PERMUTATIONS": 0, "OUTPUT": "memory:"})
+    out = {f["ward_prec"]: f for f in hot["OUTPUT"].getFeatures()}
+    assert len(out) == 1292 and str(out["99999"]["gi_z"]) == "NULL"
+    assert any("without geometry are left out of the statistics" in m and "99999" in m
+               for m in hot["_feedback"].messages)
