@@ -150,6 +150,7 @@ class Civic311Dock(QDockWidget):
         self.progress = QProgressBar()
         self.status = QLabel(self.tr("Choose the layers, then Run."))
         self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # a portal's HTML error page is shown as text
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.table = QTableWidget(0, 7)

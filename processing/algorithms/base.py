@@ -37,6 +37,11 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
     GROUP = ""
     HELP = ""
     OUTPUT_FIELDS: tuple = ()  # fields each output feature gains (documented, and checked by the tests)
+    TAGS: tuple = ()  # search words for the toolbox, besides the group's
+    GROUP_TAGS = {"fetch": ("open data", "import", "portal", "socrata", "open311", "csv"),
+                  "precincts": ("precinct", "election", "voters", "turnout", "outreach"),
+                  "trends": ("trend", "time series", "spike", "emerging"),
+                  "fieldops": ("canvassing", "transit", "polling place", "routes")}
     STYLE_FILE_OUTPUTS = True  # False when child algorithms already styled the files (the pipeline)
 
     def tr(self, text: str) -> str:
@@ -56,6 +61,16 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return self.tr(self.HELP)
+
+    def shortDescription(self) -> str:  # noqa: N802 - QGIS API
+        """One line for the toolbox tooltip and the Model Designer: the help's first sentence."""
+        first = self.HELP.split("\n", 1)[0]
+        cut = first.find(". ")
+        return self.tr(first[:cut + 1] if 0 < cut < 200 else first[:200])
+
+    def tags(self) -> list[str]:
+        words = {"311", "civic311", "service requests", "city", *self.GROUP_TAGS.get(self.GROUP, ()), *self.TAGS}
+        return sorted(words)
 
     def helpUrl(self) -> str:  # noqa: N802 - QGIS API
         return f"{DOCS_URL}#{self.NAME}"

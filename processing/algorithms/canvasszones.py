@@ -43,6 +43,7 @@ class CanvassZones(Civic311Algorithm):
     NAME = "canvasszones"
     DISPLAY_NAME = "Canvassing zones"
     GROUP = "fieldops"
+    TAGS = ('k-means', 'dbscan', 'routes', 'walking', 'turf')
     OUTPUT_FIELDS = ("zone_id",)
     HELP = (
         "Groups request points into zones a volunteer can canvass, and draws a walking route through each.\n\n"

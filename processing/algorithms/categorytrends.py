@@ -32,6 +32,7 @@ class CategoryTrends(Civic311Algorithm):
     NAME = "categorytrends"
     DISPLAY_NAME = "Category trends and spikes"
     GROUP = "trends"
+    TAGS = ('mann-kendall', 'spike', 'category')
     OUTPUT_FIELDS = tuple(name for name, _ in NEW_FIELDS)
     HELP = (
         "Counts requests per zone and INTERVAL (calendar days, ISO weeks starting on Monday, or calendar "

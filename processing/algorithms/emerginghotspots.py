@@ -26,6 +26,7 @@ class EmergingHotSpots(Civic311Algorithm):
     NAME = "emerginghotspots"
     DISPLAY_NAME = "Emerging hot spot analysis"
     GROUP = "trends"
+    TAGS = ('space-time', 'emerging hot spot', 'mann-kendall')
     OUTPUT_FIELDS = tuple(name for name, _ in NEW_FIELDS)
     HELP = (
         "Where are hot spots of 311 requests new, growing, fading or persistent? Requests are counted per zone "

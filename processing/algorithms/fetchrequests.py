@@ -73,6 +73,7 @@ class FetchRequests(Civic311Algorithm):
     NAME = "fetchrequests"
     DISPLAY_NAME = "Fetch 311 service requests"
     GROUP = "fetch"
+    TAGS = ('socrata', 'open311', 'seeclickfix', 'arcgis', 'ckan', 'download')
     OUTPUT_FIELDS = REQUEST_OUTPUT_FIELDS
 
     def __init__(self):

@@ -25,6 +25,7 @@ class HotSpots(Civic311Algorithm):
     NAME = "hotspots"
     DISPLAY_NAME = "Hot spot analysis (Getis-Ord Gi*)"
     GROUP = "precincts"
+    TAGS = ('hot spot', 'getis-ord', 'gi*', 'cluster', 'esda')
     OUTPUT_FIELDS = tuple(name for name, _ in GI_FIELDS)
     HELP = (
         "Finds statistically significant clusters of high values (hot spots) and low values (cold spots) with "

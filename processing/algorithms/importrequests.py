@@ -91,6 +91,7 @@ class ImportRequests(Civic311Algorithm):
     NAME = "importrequests"
     DISPLAY_NAME = "Import 311 requests from a file"
     GROUP = "fetch"
+    TAGS = ('csv', 'geojson', 'export', 'schema')
     OUTPUT_FIELDS = REQUEST_OUTPUT_FIELDS
     HELP = (
         "Imports a 311 export file of any city — CSV (UTF-8, UTF-16 or Windows-1252, detected), GeoJSON, Socrata "

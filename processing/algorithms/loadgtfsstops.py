@@ -33,6 +33,7 @@ class LoadGtfsStops(Civic311Algorithm):
     NAME = "loadgtfsstops"
     DISPLAY_NAME = "Load GTFS stops"
     GROUP = "fetch"
+    TAGS = ('gtfs', 'transit', 'stops', 'feed')
     OUTPUT_FIELDS = tuple(name for name, _ in FIELDS)
     HELP = (
         "Reads the stops of a GTFS feed (a .zip file or an unzipped folder) into a point layer (EPSG:4326).\n\n"

@@ -22,6 +22,7 @@ class LocalMoran(Civic311Algorithm):
     NAME = "localmoran"
     DISPLAY_NAME = "Cluster and outlier analysis (Local Moran's I)"
     GROUP = "precincts"
+    TAGS = ('lisa', 'local moran', 'cluster', 'outlier', 'esda')
     OUTPUT_FIELDS = ("lisa_i", "lisa_z", "lisa_psim", "lisa_q")
     HELP = (
         "Local Moran's I (Anselin 1995) with row-standardised weights, as PySAL esda Moran_Local: "

@@ -34,6 +34,7 @@ class OptimizedHotSpots(Civic311Algorithm):
     NAME = "optimizedhotspots"
     DISPLAY_NAME = "Optimised hot spots for request points"
     GROUP = "precincts"
+    TAGS = ('hot spot', 'getis-ord', 'hexagon', 'optimized')
     OUTPUT_FIELDS = ("requests",) + tuple(name for name, _ in GI_FIELDS)
     HELP = (
         "Hot spots for analysts without precincts, in the spirit of ArcGIS's Optimized Hot Spot Analysis:\n"

@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputLayerDefinition,
+    QgsProcessingOutputNumber,
     QgsProcessingParameterAuthConfig,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDateTime,
@@ -46,6 +47,7 @@ class OutreachPipeline(Civic311Algorithm):
     NAME = "outreachpipeline"
     DISPLAY_NAME = "Outreach pipeline"
     GROUP = "precincts"
+    TAGS = ('workflow', 'pipeline', 'priority', 'canvassing')
     STYLE_FILE_OUTPUTS = False  # each step styles and describes the files it writes
     OUTPUT_FIELDS = ("requests", "rate_eb", "gi_z", "gi_bin", "stop_m", "poll_m", "priority", "tier", "zone_id")
     HELP = (
@@ -167,6 +169,8 @@ class OutreachPipeline(Civic311Algorithm):
         for key, label, kind in OUTPUTS:
             self.addParameter(QgsProcessingParameterFeatureSink(key, self.tr(label), kind, optional=True,
                                                                 createByDefault=True))
+        self.addOutput(QgsProcessingOutputNumber("MATCHED", self.tr("Requests inside a precinct")))
+        self.addOutput(QgsProcessingOutputNumber("UNMATCHED", self.tr("Requests outside every precinct")))
 
     def execute(self, parameters, context, feedback):
         import processing
@@ -267,4 +271,7 @@ class OutreachPipeline(Civic311Algorithm):
             if value and requested and isinstance(value, str):
                 context.addLayerToLoadOnCompletion(value, QgsProcessingContext.LayerDetails(
                     self.tr(label), context.project(), key))
+        # every declared output is returned (None when its step did not run: no STOPS, no request to zone)
+        for definition in self.outputDefinitions():
+            results.setdefault(definition.name(), None)
         return results

@@ -36,6 +36,7 @@ class OutreachPriority(Civic311Algorithm):
     NAME = "outreachpriority"
     DISPLAY_NAME = "Outreach priority score"
     GROUP = "precincts"
+    TAGS = ('priority', 'canvassing', 'ranking', 'non-voters')
     OUTPUT_FIELDS = ("non_voters", "priority", "priority_rank", "tier", "top_driver", "rank_stability")
     HELP = (
         "Ranks precincts for canvassing. Each component is turned into a percentile rank p (0 = lowest precinct, "

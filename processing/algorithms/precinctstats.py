@@ -56,6 +56,7 @@ class PrecinctStats(Civic311Algorithm):
     NAME = "precinctstats"
     DISPLAY_NAME = "Summarise requests by precinct"
     GROUP = "precincts"
+    TAGS = ('count points in polygon', 'rate', 'empirical bayes', 'quintile')
     OUTPUT_FIELDS = ("requests", "rate_1k", "rate_eb", "quintile", "turnout", "top_category", "city_initiated",
                      "cat_<slug>")
     HELP = (

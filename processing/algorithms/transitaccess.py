@@ -59,6 +59,7 @@ class TransitAccess(Civic311Algorithm):
     NAME = "transitaccess"
     DISPLAY_NAME = "Transit and polling-place access"
     GROUP = "fieldops"
+    TAGS = ('gtfs', 'stops', 'distance', 'nearest', 'polling place')
     OUTPUT_FIELDS = tuple(name for name, _ in NEW_FIELDS)
     HELP = (
         "For each feature of INPUT (points, or polygons measured from a point on their surface): the nearest "

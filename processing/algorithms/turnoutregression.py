@@ -69,6 +69,7 @@ class TurnoutRegression(Civic311Algorithm):
     NAME = "turnoutregression"
     DISPLAY_NAME = "Complaints and turnout regression"
     GROUP = "precincts"
+    TAGS = ('regression', 'ols', 'wls', 'moran', 'cluster-robust')
     OUTPUT_FIELDS = ("predicted", "residual", "std_resid")
     HELP = (
         "Ordinary (or weighted) least squares of turnout on complaint rates: turnout = b0 + b1·x1 + … + e. With "

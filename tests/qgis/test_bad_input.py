@@ -263,9 +263,7 @@ def test_an_output_in_a_missing_folder_fails_before_any_work(run_alg, tmp_path, 
 def test_precincts_without_geometry_are_left_out_and_named(run_alg):
     """A precinct without geometry got requests = 0, quintile 1 and entered the EB estimate; hot spots with K
     nearest neighbours raised ValueError. Now it is named, left out, and its fields are NULL."""
-    from qgis.core import QgsFeature
-
-    from qgis.core import QgsVectorLayer
+    from qgis.core import QgsFeature, QgsVectorLayer
 
     prec = QgsVectorLayer(LAYERS["polygon"], "p", "ogr").materialize(QgsFeatureRequest())
     hole = QgsFeature(prec.fields())

@@ -79,3 +79,26 @@ def test_load_sample_data_adds_the_four_layers(qgis_new_project):
 @pytest.mark.parametrize("name", ["metadata.txt", "LICENSE", "README.md", "CHANGELOG.md"])
 def test_required_files_exist(name):
     assert (ROOT / name).stat().st_size > 100
+
+
+def test_every_algorithm_has_tags_and_a_one_line_description(plugin):
+    from qgis.core import QgsApplication
+
+    for alg in QgsApplication.processingRegistry().providerById("civic311").algorithms():
+        short = alg.shortDescription()
+        assert short and "\n" not in short and len(short) <= 200, alg.id()
+        assert "311" in alg.tags() and len(alg.tags()) > 6, alg.id()
+
+
+def test_pipeline_declares_and_returns_every_output(run_alg):
+    from qgis.core import QgsApplication
+
+    from conftest import SAMPLE
+
+    alg = QgsApplication.processingRegistry().algorithmById("civic311:outreachpipeline")
+    declared = {o.name() for o in alg.outputDefinitions()}
+    assert {"MATCHED", "UNMATCHED", "PRIORITY_OUTPUT", "ZONES"} <= declared
+    res = run_alg("civic311:outreachpipeline", {
+        "REQUESTS": f"{SAMPLE}|layername=requests", "PRECINCTS": f"{SAMPLE}|layername=precincts",
+        "PRECINCT_ID_FIELD": "ward_prec", "PERMUTATIONS": 0})
+    assert declared <= set(res) and res["MATCHED"] == 8283 and res["ACCESS_OUTPUT"] is None  # no STOPS given

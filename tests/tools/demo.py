@@ -163,7 +163,8 @@ def summary_html(gpkg: Path, out: Path, regression_html: Path, spikes_layer: str
     rows = sorted(({k: f.GetField(k) for k in ("ward_prec", "priority", "priority_rank", "tier", "requests",
                                                 "rate_eb", "turnout", "gi_bin", "top_category", "stop_m", "poll_m")}
                    for f in lyr), key=lambda r: r["priority_rank"])[:15]
-    sentence = re.search(r"<b>(.*?)</b>", regression_html.read_text(encoding="utf-8")).group(1)
+    # the report holds the sentence HTML-escaped: unescaped here, escaped once below
+    sentence = html.unescape(re.search(r"<b>(.*?)</b>", regression_html.read_text(encoding="utf-8")).group(1))
     spikes = []
     sl = ds.GetLayerByName(spikes_layer)
     for f in sl:

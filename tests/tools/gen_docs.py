@@ -52,6 +52,9 @@ def reference(algs) -> str:
             default = p.defaultValue()
             parts.append(f"| `{p.name()}` | {p.description()} | {p.type()} | "
                          f"{'' if default is None else f'`{default}`'} |")
+        parts += ["", "| output | description | type |", "|---|---|---|"]
+        for o in alg.outputDefinitions():
+            parts.append(f"| `{o.name()}` | {o.description()} | {o.type()} |")
         parts.append("")
     return "\n".join(parts) + "\n"
 
