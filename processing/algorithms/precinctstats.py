@@ -244,8 +244,9 @@ class PrecinctStats(Civic311Algorithm):
         located = np.array([bool(rings) for rings in precincts.polygons], dtype=bool)
         if not located.all():
             names = [str(f[id_field]) for f, ok in zip(precincts.features, located) if not ok]
+            more = " …" if len(names) > 20 else ""
             feedback.pushWarning(f"{len(names)} precinct(s) have no geometry: they are left out of every statistic "
-                                 "(their fields are NULL): " + ", ".join(names[:20]) + (" …" if len(names) > 20 else ""))
+                                 "(their fields are NULL): " + ", ".join(names[:20]) + more)
         summary = summarise(assignment, categories, n, numbers(voters_field), numbers(ballots_field),
                             top_n=top_n, suppress_below=suppress, located=located)
         for message in summary.warnings:
