@@ -19,6 +19,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.spatialstats import CancelledError
+
 GROUPS = {
     "fetch": "Fetch and import",
     "precincts": "Precinct analysis",
@@ -105,6 +107,8 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
         context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryNoCheck)
         try:
             self.run_results = self.execute(parameters, context, feedback)
+        except CancelledError:
+            raise QgsProcessingException("Cancelled.") from None
         finally:
             context.setInvalidGeometryCheck(check)
         return self.run_results

@@ -94,7 +94,7 @@ class EmergingHotSpots(Civic311Algorithm):
             feedback.pushWarning(f"{islands} zone(s) have no spatial neighbours: only their own past counts.")
         feedback.setProgressText(f"Space-time Gi* on {n_z} zones × {n_t} steps")
         weights = space_time_weights(w_space, n_t, window)
-        res = gi_star(cube.counts.astype(float).ravel(), weights,
+        res = gi_star(cube.counts.astype(float).ravel(), weights, cancelled=feedback.isCanceled,
                       permutations=self.parameterAsInt(parameters, "PERMUTATIONS", context),
                       seed=self.parameterAsInt(parameters, "SEED", context), use_fdr=True)
         z = res.z.reshape(n_z, n_t)

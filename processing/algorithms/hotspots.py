@@ -61,7 +61,7 @@ class HotSpots(Civic311Algorithm):
 
     def execute(self, parameters, context, feedback):
         data = read_spatial_input(self, parameters, context, feedback)
-        result = gi_star(data.values, data.weights,
+        result = gi_star(data.values, data.weights, cancelled=feedback.isCanceled,
                          permutations=self.parameterAsInt(parameters, "PERMUTATIONS", context),
                          seed=self.parameterAsInt(parameters, "SEED", context),
                          use_fdr=self.parameterAsBool(parameters, "FDR", context))

@@ -59,7 +59,7 @@ class LocalMoran(Civic311Algorithm):
 
         data = read_spatial_input(self, parameters, context, feedback)
         permutations = self.parameterAsInt(parameters, "PERMUTATIONS", context)
-        result = local_moran(data.values, data.weights, permutations=permutations,
+        result = local_moran(data.values, data.weights, permutations=permutations, cancelled=feedback.isCanceled,
                              seed=self.parameterAsInt(parameters, "SEED", context),
                              use_fdr=self.parameterAsBool(parameters, "FDR", context))
         z = result.z_sim if permutations > 0 else (result.i - result.e_i) / np.sqrt(result.v_i)

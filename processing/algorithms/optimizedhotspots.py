@@ -139,7 +139,8 @@ class OptimizedHotSpots(Civic311Algorithm):
         feedback.pushInfo("Incremental spatial autocorrelation (distance m: z): "
                           + ", ".join(f"{d:.0f}: {z:.2f}" for d, z in profile))
         feedback.pushInfo(f"Hexagon width {width:.1f} m, {len(counts)} hexagons, distance band {band:.1f} m.")
-        result = gi_star(counts.astype(float), distance_band(cx, cy, band), permutations=999, seed=1, use_fdr=True)
+        result = gi_star(counts.astype(float), distance_band(cx, cy, band), permutations=999, seed=1, use_fdr=True,
+                         cancelled=feedback.isCanceled)
         fields = QgsFields()
         for name, kind in [("requests", "int")] + GI_FIELDS:
             fields.append(QgsField(name, QT_TYPES[kind]))

@@ -45,17 +45,28 @@ def confidence_bins(z: np.ndarray, p: np.ndarray, use_fdr: bool) -> np.ndarray:
     return (bins * np.sign(np.nan_to_num(z))).astype(np.int64)
 
 
-def permutation_ids(n: int, max_card: int, permutations: int, seed: int) -> np.ndarray:
+class CancelledError(Exception):
+    """The user cancelled a long computation (checked between blocks, so within a fraction of a second)."""
+
+
+def _check(cancelled) -> None:
+    if cancelled is not None and cancelled():
+        raise CancelledError()
+
+
+def permutation_ids(n: int, max_card: int, permutations: int, seed: int, cancelled=None) -> np.ndarray:
     """esda's vec_permutations without numba: ids sampled from the n - 1 other observations."""
     rs = np.random.RandomState(seed)
     out = np.empty((permutations, max_card), dtype=np.int64)
     for k in range(permutations):
+        if k % 50 == 0:
+            _check(cancelled)
         out[k] = rs.permutation(n - 1)[:max_card]
     return out
 
 
 def random_neighbour_sums(values: np.ndarray, w: sparse.csr_matrix, permutations: int, seed: int,
-                          chunk: int = 4_000_000) -> np.ndarray:
+                          chunk: int = 4_000_000, cancelled=None) -> np.ndarray:
     """(n, permutations) sums of ``k_i`` values drawn without replacement from the other observations.
 
     The i-th row uses the same permutation table as esda's conditional randomisation: index ``a`` of the
@@ -67,11 +78,12 @@ def random_neighbour_sums(values: np.ndarray, w: sparse.csr_matrix, permutations
     out = np.zeros((n, permutations))
     if max_card == 0 or n < 2:
         return out
-    ids = permutation_ids(n, max_card, permutations, seed)
+    ids = permutation_ids(n, max_card, permutations, seed, cancelled)
     v_same = values[ids]
     v_next = values[np.minimum(ids + 1, n - 1)]
     block = max(1, chunk // max(permutations * max_card, 1))
     for start in range(0, n, block):
+        _check(cancelled)
         rows = np.arange(start, min(start + block, n))
         shifted = ids[None, :, :] >= rows[:, None, None]
         vals = np.where(shifted, v_next[None], v_same[None])
@@ -117,7 +129,7 @@ class GiStarResult:
 
 
 def gi_star(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, seed: int = 1,
-            use_fdr: bool = True) -> GiStarResult:
+            use_fdr: bool = True, cancelled=None) -> GiStarResult:
     """Getis-Ord Gi* with binary weights and the feature itself included."""
     from scipy import sparse, stats
 
@@ -138,7 +150,7 @@ def gi_star(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, seed: 
     p = 2 * stats.norm.sf(np.abs(z))
     p_sim = np.full(n, np.nan)
     if permutations > 0 and n > 2:
-        sims = (random_neighbour_sums(y, wb, permutations, seed) + y[:, None]) / total
+        sims = (random_neighbour_sums(y, wb, permutations, seed, cancelled=cancelled) + y[:, None]) / total
         p_sim = _folded_pseudo_p(g, sims)
         p_sim[n_nb == 0] = np.nan
     bins = confidence_bins(z, p, use_fdr)
@@ -157,7 +169,7 @@ class LocalMoranResult:
 
 
 def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, seed: int = 1,
-                use_fdr: bool = True, alpha: float = 0.05) -> LocalMoranResult:
+                use_fdr: bool = True, alpha: float = 0.05, cancelled=None) -> LocalMoranResult:
     """Local Moran's I with row-standardised weights (esda Moran_Local, transformation='r')."""
     from scipy import sparse, stats
 
@@ -183,7 +195,7 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, se
     z_sim = np.full(n, np.nan)
     p_sim = np.full(n, np.nan)
     if permutations > 0 and n > 2 and np.isfinite(z).all():
-        sums = random_neighbour_sums(z, wb, permutations, seed)
+        sums = random_neighbour_sums(z, wb, permutations, seed, cancelled=cancelled)
         sims = z[:, None] * (sums * row_w[:, None]) * ((n - 1) / den)
         p_sim = _folded_pseudo_p(i_stat, sims)
         with np.errstate(divide="ignore", invalid="ignore"):

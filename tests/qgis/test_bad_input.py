@@ -284,3 +284,20 @@ def test_precincts_without_geometry_are_left_out_and_named(run_alg):
     assert len(out) == 1292 and str(out["99999"]["gi_z"]) == "NULL"
     assert any("without geometry are left out of the statistics" in m and "99999" in m
                for m in hot["_feedback"].messages)
+
+
+def test_cancel_during_permutations_is_honoured_quickly(plugin):
+    """A 25 s permutation run ignored Cancel; it now stops between blocks."""
+    import threading
+    import time
+
+    import processing
+
+    feedback = QgsProcessingFeedback()
+    threading.Timer(0.5, feedback.cancel).start()
+    start = time.monotonic()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run("civic311:localmoran", {"INPUT": LAYERS["polygon"], "FIELD": "registered_voters",
+                                               "NEIGHBOURS": 3, "DISTANCE": 20_000, "PERMUTATIONS": 99_999,
+                                               "OUTPUT": "memory:"}, feedback=feedback)
+    assert time.monotonic() - start < 5
