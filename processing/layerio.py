@@ -165,6 +165,9 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
     crs = source.sourceCrs()
     want_metric = isinstance(dest_crs, str) and dest_crs == METRIC
     dest = crs if want_metric or dest_crs is None or not dest_crs.isValid() else dest_crs
+    no_crs = not crs.isValid()
+    if no_crs:
+        dest = crs  # read as stored; the CRS is settled from the coordinates below
     layer = alg.parameterAsVectorLayer(parameters, key, context)
     plain = _plain_source_path(parameters, key, layer)
     fast = _read_points_ogr(*plain, fields) if plain else None
@@ -198,6 +201,11 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
         x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         attrs = {f: np.asarray(v, dtype=object) for f, v in rows.items()}
         fids = np.asarray(ids, dtype=np.int64)
+    if no_crs:
+        crs = assume_lonlat(key, x, y, feedback)
+        dest = crs if want_metric or dest_crs is None or not dest_crs.isValid() else dest_crs
+        if dest != crs:
+            x, y = transform_xy(x, y, crs, dest, context)
     if want_metric:
         dest = metric_crs_for(x, y, crs, context)
         x, y = transform_xy(x, y, crs, dest, context)
@@ -207,6 +215,19 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
         return PointTable(x, y, attrs, dest, int(total - ok.sum()), total, fids)
     return PointTable(x[ok], y[ok], {k: v[ok] for k, v in attrs.items()}, dest, int(total - ok.sum()), total,
                       fids[ok])
+
+
+def assume_lonlat(key: str, x: np.ndarray, y: np.ndarray, feedback) -> QgsCoordinateReferenceSystem:
+    """The CRS of a layer that has none: longitude/latitude (EPSG:4326) when every coordinate is in range, said
+    in a warning; otherwise an error, since distances and overlays in an unknown CRS would be wrong."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.any() and ((np.abs(x[ok]) > 180) | (np.abs(y[ok]) > 90)).any():
+        raise QgsProcessingException(f"{key} has no CRS and its coordinates are not longitude/latitude (e.g. "
+                                     f"{x[ok][0]:.1f}, {y[ok][0]:.1f}): set the layer's CRS (Layer Properties > "
+                                     "Source, or 'Assign projection') and run again.")
+    feedback.pushWarning(f"{key} has no CRS: its coordinates are all within longitude/latitude ranges, so "
+                         "EPSG:4326 is assumed. Set the layer's CRS if that is wrong.")
+    return WGS84
 
 
 def transform_xy(x: np.ndarray, y: np.ndarray, src: QgsCoordinateReferenceSystem,
@@ -309,6 +330,14 @@ class PolygonTable:
     crs: QgsCoordinateReferenceSystem | None = None
 
 
+def polygon_layer_crs(source, key: str, feedback) -> QgsCoordinateReferenceSystem:
+    """assume_lonlat for a polygon layer without a CRS, from its extent."""
+    extent = source.sourceExtent()
+    x = np.array([extent.xMinimum(), extent.xMaximum()])
+    y = np.array([extent.yMinimum(), extent.yMaximum()])
+    return assume_lonlat(key, x, y, feedback)
+
+
 def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, label_field: str = "") -> PolygonTable:
     """Features and rings of a polygon source in ``dest_crs``; invalid geometries are repaired, never dropped."""
     source = alg.parameterAsSource(parameters, key, context)
@@ -317,9 +346,12 @@ def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, l
     if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.GeometryType.PolygonGeometry:
         raise QgsProcessingException(f"{key} must be a polygon layer.")
     want_metric = isinstance(dest_crs, str) and dest_crs == METRIC
+    source_crs = source.sourceCrs()
+    if not source_crs.isValid():
+        source_crs = polygon_layer_crs(source, key, feedback)
     transform = None
-    if not want_metric and dest_crs is not None and dest_crs.isValid() and dest_crs != source.sourceCrs():
-        transform = QgsCoordinateTransform(source.sourceCrs(), dest_crs, context.transformContext())
+    if not want_metric and dest_crs is not None and dest_crs.isValid() and dest_crs != source_crs:
+        transform = QgsCoordinateTransform(source_crs, dest_crs, context.transformContext())
     features, polygons, cents, repaired = [], [], [], []
     # validity is checked (and repaired) here, so Processing's own check must not abort or skip features
     for feat in source.getFeatures(QgsFeatureRequest(), QgsProcessingFeatureSource.Flag.FlagSkipGeometryValidityChecks):
@@ -343,13 +375,13 @@ def read_polygons(alg, parameters, key: str, context, feedback, dest_crs=None, l
         cent = work.centroid() if not work.isNull() else QgsGeometry()
         cents.append((cent.asPoint().x(), cent.asPoint().y()) if not cent.isNull() else (np.nan, np.nan))
     centroids = np.asarray(cents, dtype=float).reshape(-1, 2)
-    crs_out = dest_crs if transform is not None else source.sourceCrs()
+    crs_out = dest_crs if transform is not None else source_crs
     if want_metric:
         sizes = [sum(len(r) for r in rings) for rings in polygons]
         allv = np.vstack([r for rings in polygons for r in rings]) if any(sizes) else np.empty((0, 2))
-        crs_out = metric_crs_for(allv[:, 0], allv[:, 1], source.sourceCrs(), context)
-        mx, my = transform_xy(allv[:, 0], allv[:, 1], source.sourceCrs(), crs_out, context)
-        cx, cy = transform_xy(centroids[:, 0], centroids[:, 1], source.sourceCrs(), crs_out, context)
+        crs_out = metric_crs_for(allv[:, 0], allv[:, 1], source_crs, context)
+        mx, my = transform_xy(allv[:, 0], allv[:, 1], source_crs, crs_out, context)
+        cx, cy = transform_xy(centroids[:, 0], centroids[:, 1], source_crs, crs_out, context)
         centroids = np.column_stack([cx, cy])
         pos = 0
         for rings in polygons:

@@ -301,3 +301,30 @@ def test_cancel_during_permutations_is_honoured_quickly(plugin):
                                                "NEIGHBOURS": 3, "DISTANCE": 20_000, "PERMUTATIONS": 99_999,
                                                "OUTPUT": "memory:"}, feedback=feedback)
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("coords,ok", [((-87.63, 41.88), True), ((1_176_000.0, 1_900_000.0), False)])
+def test_layers_without_crs(run_alg, coords, ok):
+    """No CRS used to mean 'lon/lat' silently: now assumed only when the coordinates fit, with a warning."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    layer = QgsVectorLayer("Point?field=name:string", "nocrs", "memory")
+    layer.setCrs(QgsCoordinateReferenceSystem())  # memory layers default to EPSG:4326
+    assert not layer.crs().isValid()
+    feats = []
+    for i in range(5):
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(coords[0] + i * 0.001, coords[1])))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    params = {"INPUT": layer, "STOPS": f"{SAMPLE}|layername=stops", "OUTPUT": "memory:"}
+    if ok:
+        res = run_alg("civic311:transitaccess", params)
+        assert any("INPUT has no CRS" in m and "EPSG:4326 is assumed" in m for m in res["_feedback"].messages)
+        assert all(f["stop_m"] < 1000 for f in res["OUTPUT"].getFeatures())  # downtown Chicago
+    else:
+        with pytest.raises(QgsProcessingException, match="INPUT has no CRS and its coordinates are not "
+                                                         "longitude/latitude"):
+            run_alg("civic311:transitaccess", params)
