@@ -83,15 +83,27 @@ class Civic311Plugin:
             processing_plugin.toolbox.searchBox.setText("civic311")
 
     def load_sample(self):
-        """Add the bundled Chicago sample layers to the current project."""
-        return load_sample_layers(QgsProject.instance())
+        """Add the bundled Chicago sample layers to the current project (once), and let the dock pick them."""
+        layers = load_sample_layers(QgsProject.instance())
+        if self.dock is not None:
+            self.dock.pick_defaults()
+        return layers
 
 
 def load_sample_layers(project):
+    """The sample layers, styled; a layer already in the project is reused, never added twice."""
+    from .processing.styling import style_sample_layer
+
+    present = {lyr.source(): lyr for lyr in project.mapLayers().values()}
     layers = []
     for name in SAMPLE_LAYERS:
-        layer = QgsVectorLayer(f"{SAMPLE_GPKG}|layername={name}", name, "ogr")
+        source = f"{SAMPLE_GPKG}|layername={name}"
+        if source in present:
+            layers.append(present[source])
+            continue
+        layer = QgsVectorLayer(source, name, "ogr")
         if layer.isValid():
+            style_sample_layer(layer, name)
             project.addMapLayer(layer)
             layers.append(layer)
     return layers

@@ -105,12 +105,22 @@ def ehs_renderer(layer):
     return categorized(layer, "ehs_category", classes)
 
 
+ZONE_COLOUR = ("CASE WHEN \"zone_id\" IS NULL OR \"zone_id\" < 0 THEN '#bdbdbd' "
+               "ELSE color_hsv((\"zone_id\" * 137) % 360, 70, 80) END")
+
+
 def zone_renderer(layer, values: list | None = None):
-    """One colour per zone (grey for DBSCAN noise); ``values`` when the algorithm already knows the zone ids."""
-    values = [v for v in _values(layer, "zone_id")] if values is None else values
-    classes = [(v, "Noise (no zone)" if v == -1 else f"Zone {v}", "#bdbdbd" if v == -1 else
-                PALETTE[int(v) % len(PALETTE)]) for v in values]
-    return categorized(layer, "zone_id", classes)
+    """One legend entry, each zone coloured by its id through a data-defined colour (a golden-angle hue, so
+    neighbouring ids differ; grey for DBSCAN noise): a categorized renderer listed hundreds of zones in the
+    legend. ``values`` is accepted for the callers that know the ids, and not needed."""
+    from qgis.core import QgsProperty, QgsSingleSymbolRenderer, QgsSymbolLayer
+
+    symbol = _symbol(layer, "#1b9e77")
+    colour = QgsProperty.fromExpression(ZONE_COLOUR)
+    line = layer.geometryType() == QgsWkbTypes.GeometryType.LineGeometry
+    key = QgsSymbolLayer.PropertyStrokeColor if line else QgsSymbolLayer.PropertyFillColor
+    symbol.symbolLayer(0).setDataDefinedProperty(key, colour)
+    return QgsSingleSymbolRenderer(symbol)
 
 
 def value_counts(layer, field: str) -> dict:
@@ -198,6 +208,25 @@ def style_layer(layer: QgsVectorLayer, algorithm: str, key: str, hints: dict | N
         layer.setOpacity(0.45)
     layer.triggerRepaint()
     return True
+
+
+def style_sample_layer(layer: QgsVectorLayer, name: str) -> None:
+    """The plugin's styles for the bundled sample layers (never QGIS's random colours)."""
+    from qgis.core import QgsSingleSymbolRenderer
+
+    if name == "requests":
+        style_layer(layer, "importrequests", "OUTPUT")
+    elif name == "stops":
+        style_layer(layer, "loadgtfsstops", "OUTPUT")
+    elif name == "precincts":
+        symbol = _symbol(layer, "#ffffff", "#636363")
+        symbol.setOpacity(0.35)
+        layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    elif name == "polling_places":
+        symbol = _symbol(layer, "#08306b", "#ffffff")
+        symbol.setSize(2.6)
+        layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    layer.triggerRepaint()
 
 
 SECRET_KEYS = {"AUTH_CONFIG", "WEBHOOK_AUTH"}

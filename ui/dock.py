@@ -4,6 +4,8 @@ civic311:outreachpipeline algorithm, run as a background task."""
 
 from __future__ import annotations
 
+import re
+
 from qgis.core import (
     QgsApplication,
     QgsFeatureRequest,
@@ -13,6 +15,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProject,
     QgsVectorLayer,
+    QgsWkbTypes,
 )
 from qgis.gui import QgsDateEdit, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QDate, Qt, pyqtSignal
@@ -118,7 +121,9 @@ class Civic311Dock(QDockWidget):
         dates.addWidget(self.start)
         dates.addWidget(QLabel("–"))
         dates.addWidget(self.end)
-        form.addRow(self.tr("Dates"), dates)
+        self.dates_label = QLabel(self.tr("Dates (portal)"))
+        form.addRow(self.dates_label, dates)
+        self.source.currentIndexChanged.connect(self.update_dates)
         self.precincts = QgsMapLayerComboBox()
         self.precincts.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         form.addRow(self.tr("Precincts"), self.precincts)
@@ -138,6 +143,7 @@ class Civic311Dock(QDockWidget):
         form.addRow(self.tr("Transit stops (optional)"), self.stops)
         form.addRow(self.tr("Polling places (optional)"), self.polls)
         layout.addLayout(form)
+        self.update_dates()
         buttons = QHBoxLayout()
         self.run_button = QPushButton(self.tr("Run"))
         self.cancel_button = QPushButton(self.tr("Cancel"))
@@ -174,6 +180,44 @@ class Civic311Dock(QDockWidget):
         layout.addLayout(opens)
         self.setWidget(body)
         self._fids: list[int] = []
+        self.pick_defaults()
+
+    def update_dates(self, *_):
+        """The dates apply to a portal fetch only: the row is disabled otherwise."""
+        fetch = self.source.currentIndex() == 2
+        for widget in (self.start, self.end, self.dates_label):
+            widget.setEnabled(fetch)
+
+    def pick_defaults(self, project=None) -> None:
+        """Sensible first choices, by geometry and fields rather than layer order: requests = a point layer with
+        created_at; precincts = a polygon layer; its id = an id-like field with unique values (never fid);
+        voters/ballots by name; stops = a point layer with stop_id; polling places by name."""
+        project = project or QgsProject.instance()
+        layers = [lyr for lyr in project.mapLayers().values() if isinstance(lyr, QgsVectorLayer) and lyr.isValid()]
+
+        def geometry(layer):
+            return QgsWkbTypes.geometryType(layer.wkbType())
+
+        points = [lyr for lyr in layers if geometry(lyr) == QgsWkbTypes.GeometryType.PointGeometry]
+        polygons = [lyr for lyr in layers if geometry(lyr) == QgsWkbTypes.GeometryType.PolygonGeometry]
+        requests = next((lyr for lyr in points if lyr.fields().lookupField("created_at") >= 0), None)
+        if requests is not None:
+            self.requests.setLayer(requests)
+        precincts = next((lyr for lyr in polygons if "precinct" in lyr.name().lower()), polygons[0] if polygons
+                         else None)
+        if precincts is not None:
+            self.precincts.setLayer(precincts)
+            names = [f.name() for f in precincts.fields()]
+            ids = [n for n in names if n.lower() != "fid" and re.search(r"prec|id|key|code|name", n, re.I)]
+            if ids:
+                self.id_field.setField(ids[0])
+            for combo, pattern in ((self.voters, r"voter|registered"), (self.ballots, r"ballot|cast|votes")):
+                match = next((n for n in names if re.search(pattern, n, re.I)), "")
+                combo.setField(match)
+        stops = next((lyr for lyr in points if lyr.fields().lookupField("stop_id") >= 0), None)
+        self.stops.setLayer(stops)
+        polls = next((lyr for lyr in points if "poll" in lyr.name().lower()), None)
+        self.polls.setLayer(polls)
 
     # ------------------------------------------------------------------ run
     def parameters(self) -> dict:
@@ -206,6 +250,11 @@ class Civic311Dock(QDockWidget):
     def run(self):
         if self.precincts.currentLayer() is None:
             self.status.setText(self.tr("Choose a precinct layer first."))
+            return
+        requests = self.requests.currentLayer()
+        if self.source.currentIndex() == 0 and (requests is None or requests.fields().lookupField("created_at") < 0):
+            self.status.setText(self.tr("Choose a layer of 311 requests (points with a created_at field, as "
+                                        "'Import 311 requests' or 'Fetch' write them)."))
             return
         alg = QgsApplication.processingRegistry().createAlgorithmById("civic311:outreachpipeline")
         self.context = QgsProcessingContext()
@@ -265,14 +314,12 @@ class Civic311Dock(QDockWidget):
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
         self.table.resizeColumnsToContents()
-        stats = self.layer("STATS_OUTPUT")
-        if stats is not None:
-            totals = {f.name()[4:].replace("_", " "): 0 for f in stats.fields() if f.name().startswith("cat_")}
-            for feat in stats.getFeatures():
-                for name in list(totals):
-                    value = feat["cat_" + name.replace(" ", "_")]
-                    totals[name] += int(value) if value is not None and str(value) != "NULL" else 0
-            self.chart.set_counts(sorted(totals.items(), key=lambda kv: -kv[1]))
+        requests = self.layer("REQUESTS_OUTPUT") or self.requests.currentLayer()
+        if requests is not None and requests.fields().lookupField("category") >= 0:
+            from ..processing.styling import value_counts
+
+            counts = value_counts(requests, "category")  # the categories' own names, not field slugs
+            self.chart.set_counts(sorted(counts.items(), key=lambda kv: -kv[1])[:6])
 
     def zoom_to_row(self, row, _column=0):
         priority = self.layer("PRIORITY_OUTPUT")

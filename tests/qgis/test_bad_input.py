@@ -306,9 +306,7 @@ def test_cancel_during_permutations_is_honoured_quickly(plugin):
 @pytest.mark.parametrize("coords,ok", [((-87.63, 41.88), True), ((1_176_000.0, 1_900_000.0), False)])
 def test_layers_without_crs(run_alg, coords, ok):
     """No CRS used to mean 'lon/lat' silently: now assumed only when the coordinates fit, with a warning."""
-    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
-
-    from qgis.core import QgsCoordinateReferenceSystem
+    from qgis.core import QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
 
     layer = QgsVectorLayer("Point?field=name:string", "nocrs", "memory")
     layer.setCrs(QgsCoordinateReferenceSystem())  # memory layers default to EPSG:4326

@@ -41,6 +41,7 @@ def test_dock_runs_the_pipeline_and_shows_results(plugin, qgis_iface, qgis_new_p
     assert dock.table.item(0, 5).text() == "non_voters" and dock.table.item(0, 6).text().endswith(" %")
     assert "8283 requests" in dock.status.text()
     assert len(dock.chart.counts) == 4 and dock.chart.counts[0][1] > 1500
+    assert {name for name, _ in dock.chart.counts} >= {"Pothole in Street", "Tree Trim"}  # names, not slugs
     assert all(dock.open_buttons[k].isEnabled() for k in ("PRIORITY_OUTPUT", "ZONES", "ROUTES"))
     dock.zoom_to_row(0)
     dock.open_output("PRIORITY_OUTPUT")
@@ -54,3 +55,35 @@ def test_dock_runs_the_pipeline_and_shows_results(plugin, qgis_iface, qgis_new_p
     keep = ROOT / "demo-output"
     keep.mkdir(exist_ok=True)
     dock.grab().save(str(keep / "dock_screenshot.png"))
+
+
+def test_dock_defaults_sample_loading_and_refusals(plugin, qgis_iface, qgis_new_project):
+    """The sample loads once and styled; the dock picks requests by their fields and an id-like precinct field
+    (not polling_places and fid); the dates row only applies to a portal fetch; a points layer without
+    request fields is refused."""
+    from qgis.core import QgsCategorizedSymbolRenderer
+
+    from civic311.plugin import load_sample_layers
+    from civic311.ui.dock import Civic311Dock
+
+    project = QgsProject.instance()
+    first = load_sample_layers(project)
+    again = load_sample_layers(project)
+    assert len(project.mapLayers()) == 4 and [a.id() for a in again] == [f.id() for f in first]
+    layers = {layer.name(): layer for layer in first}
+    assert isinstance(layers["requests"].renderer(), QgsCategorizedSymbolRenderer)
+    assert layers["requests"].renderer().classAttribute() == "category"
+    dock = Civic311Dock(qgis_iface)
+    assert dock.requests.currentLayer() is layers["requests"]
+    assert dock.precincts.currentLayer() is layers["precincts"]
+    assert (dock.id_field.currentField(), dock.voters.currentField(), dock.ballots.currentField()) == \
+        ("ward_prec", "registered_voters", "ballots_cast")
+    assert dock.stops.currentLayer() is layers["stops"] and dock.polls.currentLayer() is layers["polling_places"]
+    dock.source.setCurrentIndex(0)
+    assert not dock.start.isEnabled()
+    dock.source.setCurrentIndex(2)
+    assert dock.start.isEnabled()
+    dock.source.setCurrentIndex(0)
+    dock.requests.setLayer(layers["polling_places"])
+    dock.run()
+    assert dock.task is None and "created_at" in dock.status.text()

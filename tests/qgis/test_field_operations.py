@@ -188,8 +188,21 @@ def test_kmeans_and_dbscan_zones(run_alg):
     assert -1 in labels and max(labels) >= 1
     assert db["ZONES"].featureCount() == len(set(labels) - {-1})
     # one style class per zone: noise (grey) on the points only
-    assert [c.value() for c in db["OUTPUT"].renderer().categories() if c.value() != ""] == sorted(set(labels))
-    assert [c.value() for c in db["ZONES"].renderer().categories() if c.value() != ""] == sorted(set(labels) - {-1})
+    # one legend entry, the zone's colour data-defined from its id: grey for noise, a distinct hue per zone
+    from qgis.core import QgsExpressionContext, QgsExpressionContextUtils, QgsSymbolLayer
+
+    for layer in (db["OUTPUT"], db["ZONES"]):
+        renderer = layer.renderer()
+        assert renderer.type() == "singleSymbol" and len(renderer.legendSymbolItems()) == 1
+        prop = renderer.symbol().symbolLayer(0).dataDefinedProperties().property(QgsSymbolLayer.PropertyFillColor)
+        context = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(layer))
+        colours = {}
+        for feat in layer.getFeatures():
+            context.setFeature(feat)
+            colours[feat["zone_id"]] = prop.valueAsString(context)[0]
+        assert len(set(colours.values())) == len(colours)  # every zone (and noise) its own colour
+        if -1 in colours:
+            assert colours[-1].startswith("#bdbdbd")
     with pytest.raises(QgsProcessingException, match="larger than the number of distinct"):
         run_alg("civic311:canvasszones", {"INPUT": f"{SAMPLE}|layername=requests", "METHOD": 0,
                                           "ZONE_COUNT": 100000, "OUTPUT": "memory:"})
