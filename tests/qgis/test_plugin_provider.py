@@ -34,6 +34,8 @@ def test_provider_lists_every_algorithm_with_help(plugin):
         assert alg.helpUrl().endswith("#" + alg.name())
         assert alg.displayName()[0].isupper()
         for param in alg.parameterDefinitions():
+            if ":" in param.name():  # a model's outputs are named "child:Output", as QGIS names them
+                continue
             assert param.name().isupper(), (alg.id(), param.name())
             assert param.description(), (alg.id(), param.name())
 

@@ -56,6 +56,15 @@ def reference(algs) -> str:
         for o in alg.outputDefinitions():
             parts.append(f"| `{o.name()}` | {o.description()} | {o.type()} |")
         parts.append("")
+    parts += ["## outreachmodel", "", "**`civic311:outreachmodel` — Outreach pipeline (editable model)** (a Model "
+              "Builder model shipped in `resources/models/civic311_outreach.model3`, listed with the algorithms)", "",
+              "The outreach workflow as a model to open in the Model Designer and change: importrequests -> "
+              "precinctstats -> hotspots -> transitaccess (assigned polling places, distance from the requests) -> "
+              "outreachpriority -> canvasszones for the requests in tier-5 precincts. Inputs: INPUT (export "
+              "file), PRECINCTS, PRECINCT_ID_FIELD, VOTERS_FIELD, BALLOTS_FIELD, STOPS, POLLING_PLACES, "
+              "POLLING_PRECINCT_FIELD, ZONE_COUNT. Outputs (temporary unless named): `priority:Outreach "
+              "priority`, `zones:Canvassing zones`, `zones:Walking routes`. Rebuild it with "
+              "`python3 resources/models/build_model.py`.", ""]
     return "\n".join(parts) + "\n"
 
 
