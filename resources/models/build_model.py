@@ -21,13 +21,15 @@ def build():
         QgsProcessing,
         QgsProcessingModelAlgorithm,
         QgsProcessingModelChildAlgorithm,
-        QgsProcessingModelChildParameterSource as Src,
         QgsProcessingModelOutput,
         QgsProcessingModelParameter,
         QgsProcessingParameterFeatureSource,
         QgsProcessingParameterField,
         QgsProcessingParameterFile,
         QgsProcessingParameterNumber,
+    )
+    from qgis.core import (
+        QgsProcessingModelChildParameterSource as Src,
     )
     from qgis.PyQt.QtCore import QPointF
 

@@ -32,6 +32,8 @@ def parent_layer(definition) -> str:
 def field_parameters(plugin):
     reg = QgsApplication.processingRegistry()
     for alg in reg.providerById("civic311").algorithms():
+        if not hasattr(alg, "check_field_parameters"):
+            continue  # the shipped model: its children check their own fields
         for definition in alg.parameterDefinitions():
             if isinstance(definition, QgsProcessingParameterField) and definition.parentLayerParameterName():
                 parent = alg.parameterDefinition(definition.parentLayerParameterName())

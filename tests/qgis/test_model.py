@@ -9,9 +9,9 @@ import os
 import subprocess
 
 from qgis.core import QgsApplication, QgsProcessingModelAlgorithm
+from test_qgis_process import qgis_process_binary
 
 from conftest import ROOT, SAMPLE, SHARED
-from test_qgis_process import qgis_process_binary
 
 EXPORT = SHARED / "chicago_311_legacy_2018_saikrishnan" / "Potholes_Data.csv"
 PARAMS = {"INPUT": str(EXPORT), "PRECINCTS": f"{SAMPLE}|layername=precincts", "PRECINCT_ID_FIELD": "ward_prec",
