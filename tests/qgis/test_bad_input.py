@@ -242,6 +242,9 @@ def test_hostile_field_layer_and_file_names_are_identifiers_not_sql(run_alg, tmp
     with sqlite3.connect(out) as con:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert any(t.startswith("rtree_") for t in tables)  # the spatial index is there
+    quoted = tmp_path / 'a"b.gpkg'
+    run_alg("civic311:importrequests", {"INPUT": str(TEST_EXPORT), "OUTPUT": str(quoted)})
+    assert QgsVectorLayer(str(quoted), "q", "ogr").featureCount() == 10
     imported = tmp_path / "O'Hare requests.gpkg"
     run_alg("civic311:importrequests", {"INPUT": str(TEST_EXPORT), "OUTPUT": str(imported)})
     with sqlite3.connect(imported) as con:
@@ -328,3 +331,29 @@ def test_layers_without_crs(run_alg, coords, ok):
         with pytest.raises(QgsProcessingException, match="INPUT has no CRS and its coordinates are not "
                                                          "longitude/latitude"):
             run_alg("civic311:transitaccess", params)
+
+
+def test_cache_dir_that_is_a_file_or_unwritable_fails_before_any_download(run_alg, http_server, tmp_path):
+    import os
+
+    from portal_mock import Portal
+
+    portal = Portal()
+    url = http_server(portal.handle)
+    a_file = tmp_path / "cache.txt"
+    a_file.write_text("x")
+    base = {"API": 0, "BASE_URL": url, "DATASET": "test-0311", "START_DATE": "2024-01-01", "END_DATE": "2024-01-31",
+            "OUTPUT": "memory:"}
+    with pytest.raises(QgsProcessingException, match="is a file, not a folder"):
+        run_alg("civic311:fetchrequests", {**base, "CACHE_DIR": str(a_file)})
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: a folder under a file cannot be created either
+            locked = a_file / "sub"
+        with pytest.raises(QgsProcessingException, match="cannot be written|is a file"):
+            run_alg("civic311:fetchrequests", {**base, "CACHE_DIR": str(locked)})
+    finally:
+        os.chmod(tmp_path / "locked", 0o700)
+    assert not portal.log  # nothing was downloaded

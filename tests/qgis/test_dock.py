@@ -87,3 +87,9 @@ def test_dock_defaults_sample_loading_and_refusals(plugin, qgis_iface, qgis_new_
     dock.requests.setLayer(layers["polling_places"])
     dock.run()
     assert dock.task is None and "created_at" in dock.status.text()
+    # a portal's HTML error page is shown as text, never rendered
+    from qgis.PyQt.QtCore import Qt
+
+    dock.feedback = type("F", (), {"errors": ["<html><body><h1>502 Bad Gateway</h1></body></html>"]})()
+    dock.on_executed(False, {})
+    assert dock.status.textFormat() == Qt.TextFormat.PlainText and "<h1>502" in dock.status.text()
