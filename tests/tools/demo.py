@@ -160,8 +160,9 @@ def summary_html(gpkg: Path, out: Path, regression_html: Path, spikes_layer: str
 
     ds = ogr.Open(str(gpkg))
     lyr = ds.GetLayerByName("priority")
-    rows = sorted(({k: f.GetField(k) for k in ("ward_prec", "priority", "priority_rank", "tier", "requests",
-                                                "rate_eb", "turnout", "gi_bin", "top_category", "stop_m", "poll_m")}
+    rows = sorted(({k: f.GetField(k) for k in ("ward_prec", "priority", "priority_rank", "tier", "top_driver",
+                                                "rank_stability", "non_voters", "requests", "rate_eb", "turnout",
+                                                "top_category", "poll_m")}
                    for f in lyr), key=lambda r: r["priority_rank"])[:15]
     # the report holds the sentence HTML-escaped: unescaped here, escaped once below
     sentence = html.unescape(re.search(r"<b>(.*?)</b>", regression_html.read_text(encoding="utf-8")).group(1))
