@@ -35,12 +35,12 @@ def plain_sentence(res: OLSResult, explanatory: str, turnout_scale: float, moran
         text += (f" With standard errors robust to clustering by {cluster_field} ({res.clusters} clusters), "
                  f"p = {res.cluster_p[1]:.3g}.")
     if np.isfinite(moran_p) and moran_p < 0.05:
-        text += (f" Caution: the residuals cluster in space (Moran's I = {moran_i:.2f}, p = {moran_p:.3g}), so "
-                 "neighbouring precincts are not independent and the p-value above"
-                 + (" assuming independence" if res.cluster_p is not None else "")
-                 + " is unreliable (too small)"
-                 + ("." if res.cluster_p is not None else "; set CLUSTER_FIELD (e.g. ward) for cluster-robust "
-                    "standard errors."))
+        text += (f" Caution: the residuals cluster in space (Moran's I = {moran_i:.2f}, p = {moran_p:.3g}): "
+                 "neighbouring precincts are not independent observations, so the first p-value, which assumes they "
+                 "are, is unreliable (too small)")
+        text += ("; the cluster-robust one allows for correlation within each cluster, though not across their "
+                 "borders." if res.cluster_p is not None else
+                 ". Set CLUSTER_FIELD (e.g. ward) for cluster-robust standard errors.")
     return text
 
 
