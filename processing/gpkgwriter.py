@@ -15,8 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-SPATIAL_INDEX_LIMIT = 200_000  # above this the R-tree (row-by-row in SQLite) would cost more than the write
 BULK_PAGE_SIZE = 65_536  # SQLite's largest page
+
+
+def fill_spatial_index(con: sqlite3.Connection, table: str, geom: str, ids, minx, maxx, miny, maxy) -> None:
+    """Write a packed R*Tree (core.rtree.pack) into the GeoPackage spatial index of ``table``, created empty by
+    GDAL (so its triggers and extension rows are GDAL's own): seconds for millions of rows, where SQLite's
+    one-by-one insertion takes minutes."""
+    from .core.rtree import pack
+
+    name = f"rtree_{table}_{geom}"
+    nodes, rowids, parents = pack(ids, minx, maxx, miny, maxy)
+    for shadow in ("node", "rowid", "parent"):
+        con.execute(f"DELETE FROM {ident(name + '_' + shadow)}")
+    con.executemany(f"INSERT INTO {ident(name + '_node')} VALUES (?, ?)", nodes)
+    con.executemany(f"INSERT INTO {ident(name + '_rowid')} VALUES (?, ?)", rowids)
+    con.executemany(f"INSERT INTO {ident(name + '_parent')} VALUES (?, ?)", parents)
 
 
 def create_spatial_index(path: str, layer: str) -> None:
@@ -65,10 +79,12 @@ def connect(path: str, created: bool) -> sqlite3.Connection:
 
 @contextmanager
 def bulk_insert(con: sqlite3.Connection, table: str):
-    """GDAL keeps gpkg_ogr_contents.feature_count current with a trigger that runs once per inserted row; for a
-    bulk insert the trigger is lifted, the count set once afterwards, and the trigger put back as it was."""
+    """GDAL keeps gpkg_ogr_contents.feature_count and the spatial index current with triggers that run once per
+    inserted row; for a bulk insert they are lifted, the count set once afterwards (and the index filled in bulk
+    by the caller), and the triggers put back as they were."""
     triggers = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
-                           "AND name LIKE 'trigger_insert_feature_count_%'", (table,)).fetchall()
+                           "AND (name LIKE 'trigger_insert_feature_count_%' OR name LIKE 'rtree_%_insert')",
+                           (table,)).fetchall()
     for name, _ in triggers:
         con.execute(f"DROP TRIGGER {ident(name)}")
     try:
@@ -118,11 +134,8 @@ def write_points(path: str, layer_name: str, x: np.ndarray, y: np.ndarray, colum
     """Create (or replace) ``layer_name`` in the GeoPackage ``path`` with the given points and columns.
 
     ``types`` maps column -> 'string' | 'int' | 'double' | 'datetime' | 'date'. Returns the rows written."""
-    count = _write_layer(path, layer_name, columns, types, (np.asarray(x, dtype=float), np.asarray(y, dtype=float)),
-                         epsg, chunk)
-    if 0 < count <= SPATIAL_INDEX_LIMIT:
-        create_spatial_index(path, layer_name)
-    return count
+    return _write_layer(path, layer_name, columns, types, (np.asarray(x, dtype=float), np.asarray(y, dtype=float)),
+                        epsg, chunk)
 
 
 def write_table(path: str, layer_name: str, columns: dict, types: dict[str, str],
@@ -156,6 +169,8 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
     for name in columns:
         lyr.CreateField(ogr.FieldDefn(name, ogr_types[types[name]]))
     ds = None
+    if xy is not None:
+        create_spatial_index(path, layer_name)  # on the empty table: GDAL's index, filled in bulk below
     n = len(next(iter(columns.values()))) if columns else (len(xy[0]) if xy is not None else 0)
     con = connect(path, created)
     try:
@@ -183,6 +198,10 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
                 else:
                     insert_rows(con, ident(layer_name), ["geom", *bound],
                                 [point_blobs(xy[0][part], xy[1][part], srs_id), *values], literals)
+            if xy is not None and n:  # a new table numbers its rows 1..n in insertion order
+                ok = np.isfinite(xy[0]) & np.isfinite(xy[1])
+                ids = np.flatnonzero(ok) + 1
+                fill_spatial_index(con, layer_name, "geom", ids, xy[0][ok], xy[0][ok], xy[1][ok], xy[1][ok])
         if xy is not None and n:
             con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
                         (float(np.min(xy[0])), float(np.min(xy[1])), float(np.max(xy[0])), float(np.max(xy[1])),
@@ -331,6 +350,9 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
     for name, kind in new_fields:
         dlyr.CreateField(ogr.FieldDefn(name, ogr_types[kind]))
     ds = sds = None
+    spatial = gtype != ogr.wkbNone
+    if spatial:
+        create_spatial_index(dest[0], dest[1])  # on the empty table: GDAL's index, filled in bulk below
     fids = np.asarray(fids, dtype=np.int64)
     ascending = bool(np.all(fids[1:] > fids[:-1]))
 
@@ -376,6 +398,7 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
                     below = top
             where = "" if below is None else f" WHERE {fid_ref} > {below:d}"
             con.execute(f"{copy}{where} ORDER BY {fid_ref}")
+            bulk_index = spatial and _index_copied_rows(con, dest[1])
         extent = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
                              (src_layer,)).fetchone()
         if extent:
@@ -385,6 +408,43 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
         con.commit()
     finally:
         con.close()
-    if 0 < count <= SPATIAL_INDEX_LIMIT:
-        create_spatial_index(dest[0], dest[1])
+    if spatial and not bulk_index:  # geometries without envelopes: GDAL computes the index (slower)
+        _rebuild_spatial_index(dest[0], dest[1])
     return count
+
+
+def _index_copied_rows(con: sqlite3.Connection, table: str, chunk: int = 200_000) -> bool:
+    """Fill the spatial index of a copied table from its geometry blobs (points, or envelopes in the blob
+    headers). False when some geometry has no envelope to read."""
+    from .core.rtree import envelopes
+
+    ids, boxes = [], []
+    last = 0
+    while True:
+        rows = con.execute(f"SELECT fid, geom FROM main.{ident(table)} WHERE fid > ? ORDER BY fid LIMIT ?",
+                           (last, chunk)).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        found = envelopes([r[1] for r in rows])
+        if found is None:
+            return False
+        valid, minx, maxx, miny, maxy = found
+        ids.append(np.array([r[0] for r in rows], dtype=np.int64)[valid])
+        boxes.append(np.column_stack([minx, maxx, miny, maxy])[valid])
+    if ids:
+        box = np.concatenate(boxes)
+        fill_spatial_index(con, table, "geom", np.concatenate(ids), box[:, 0], box[:, 1], box[:, 2], box[:, 3])
+    return True
+
+
+def _rebuild_spatial_index(path: str, table: str) -> None:
+    from osgeo import ogr
+
+    ds = ogr.Open(path, 1)
+    name = _quote(table)
+    for sql in (f"SELECT DisableSpatialIndex({name}, 'geom')", f"SELECT CreateSpatialIndex({name}, 'geom')"):
+        result = ds.ExecuteSQL(sql)
+        if result is not None:
+            ds.ReleaseResultSet(result)
+    ds = None

@@ -521,16 +521,13 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
     for consecutive slices of ``fids``: a list with one piece, or a lazy iterator whose pieces are computed while the
     previous ones are written. GeoPackage to GeoPackage runs inside SQLite (a copy and a join); any other
     combination goes through a QGIS sink, feature by feature. Returns the destination id."""
-    from .gpkgwriter import SPATIAL_INDEX_LIMIT, copy_with_columns
+    from .gpkgwriter import copy_with_columns
 
     target, project, name = bulk_destination(alg, parameters, output_key)
     plain = _plain_source_path(parameters, input_key, alg.parameterAsVectorLayer(parameters, input_key, context))
     if target is not None and plain is not None and plain[0].lower().endswith(".gpkg") and \
             not (plain[0] == target[0] and (plain[1] or "") == target[1]):
-        count = copy_with_columns(plain, target, fids, new_fields, pieces)
-        if count > SPATIAL_INDEX_LIMIT:
-            feedback.pushInfo(f"{count} features written without a spatial index (building one would take longer "
-                              "than the analysis): run 'Create spatial index' if you need one.")
+        copy_with_columns(plain, target, fids, new_fields, pieces)
         dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
         load_on_completion(context, output_key, dest_id, project, name)
         return dest_id

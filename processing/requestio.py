@@ -462,7 +462,7 @@ def write_requests(sink, kept: pd.DataFrame, feedback, batch: int = 50_000) -> N
 def write_outputs(alg, parameters, context, feedback, result: Normalised, source: str) -> dict:
     """OUTPUT (points, EPSG:4326), REJECTED (table) and the four counts. A GeoPackage destination is written in
     bulk (SQLite speed); other destinations go through a QGIS feature sink."""
-    from .gpkgwriter import SPATIAL_INDEX_LIMIT, write_points
+    from .gpkgwriter import write_points
     from .layerio import bulk_destination, load_on_completion
 
     target, project, name = bulk_destination(alg, parameters, "OUTPUT")
@@ -471,9 +471,6 @@ def write_outputs(alg, parameters, context, feedback, result: Normalised, source
         types = {name: REQUEST_BULK_TYPES.get(name, "string") for name in FIELDS}
         write_points(target[0], target[1], kept["lon"].to_numpy(float), kept["lat"].to_numpy(float),
                      {name: kept[name] for name in FIELDS}, types)
-        if len(kept) > SPATIAL_INDEX_LIMIT:
-            feedback.pushInfo(f"{len(kept)} points written without a spatial index (building one would take longer "
-                              "than the write): run 'Create spatial index' if you need one.")
         dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
         load_on_completion(context, "OUTPUT", dest_id, project, name)
     else:
