@@ -213,68 +213,105 @@ def path_length(xy: np.ndarray, order: np.ndarray) -> float:
 
 
 def nearest_neighbour_path(xy: np.ndarray, start: int = 0) -> np.ndarray:
-    """Greedy walk from ``start`` to the nearest unvisited location (KD-tree, so large zones stay fast)."""
+    """Greedy walk from ``start`` to the nearest unvisited location. The KD-tree holds the unvisited locations
+    and is rebuilt once half of its points are visited, so late steps do not search through the visited ones:
+    O(n log n) overall (a fixed tree degrades to O(n²) once most locations are visited)."""
     from scipy.spatial import cKDTree
 
     n = len(xy)
     if n <= 2:
         return np.r_[start, np.setdiff1d(np.arange(n), [start])].astype(np.int64)
-    tree = cKDTree(xy)
     visited = np.zeros(n, dtype=bool)
     order = np.empty(n, dtype=np.int64)
+    members = np.arange(n)
+    tree = cKDTree(xy)
+    stale = 0  # visited points still in the tree
     cur = start
     for pos in range(n):
         order[pos] = cur
         visited[cur] = True
+        stale += 1
         if pos == n - 1:
             break
+        if stale > len(members) // 2 and len(members) > 64:
+            members = np.flatnonzero(~visited)
+            tree = cKDTree(xy[members])
+            stale = 0
         k = 8
         while True:
-            d, cand = tree.query(xy[cur], k=min(k, n))
-            cand = np.atleast_1d(cand)
+            _, cand = tree.query(xy[cur], k=min(k, len(members)))
+            cand = members[np.atleast_1d(cand)]
             free = cand[~visited[cand]]
             if len(free):
                 cur = int(free[0])
                 break
-            if k >= n:
+            if k >= len(members):
                 cur = int(np.flatnonzero(~visited)[0])
                 break
             k *= 4
     return order
 
 
-def two_opt(xy: np.ndarray, order: np.ndarray, max_passes: int = 50, window: int = 0) -> np.ndarray:
+def two_opt(xy: np.ndarray, order: np.ndarray, max_passes: int = 4, max_span: int = 32) -> np.ndarray:
     """Improve an open path with 2-opt moves (reverse order[i:j+1]) while any shortens it; the start is fixed.
-    Only improving moves are applied, so the result is never longer than the input path. ``window`` > 0 limits
-    j - i for large paths."""
+    For each segment length up to ``max_span`` the gain of every move of that length is computed at once
+    (vectorised over the path), and the locally best improving moves, which cannot overlap, are applied together:
+    a pass costs O(n · max_span) in numpy, not O(n²) in Python. Only improving moves are applied, so the result is never
+    longer than the input path."""
+    from scipy.ndimage import maximum_filter1d
+
     order = order.copy()
     n = len(order)
     if n < 4:
         return order
     for _ in range(max_passes):
         improved = False
-        for i in range(1, n - 1):
+        for span in range(1, min(max_span, n - 1)):
             p = xy[order]
-            a, b = p[i - 1], p[i]
-            jmax = n if window <= 0 else min(n, i + window)
-            js = np.arange(i + 1, jmax)
-            if len(js) == 0:
-                continue
-            c = p[js]
-            nxt = np.where(js + 1 < n, js + 1, js)
-            d = p[nxt]
-            has_next = js + 1 < n
-            old = np.hypot(*(a - b)) + np.where(has_next, np.hypot(*(c - d).T), 0.0)
-            new = np.hypot(*(a - c).T) + np.where(has_next, np.hypot(*(b - d).T), 0.0)
+            i = np.arange(1, n - span)
+            j = i + span
+            has_next = j + 1 < n
+            d = p[np.minimum(j + 1, n - 1)]
+            old = np.hypot(*(p[i - 1] - p[i]).T) + np.where(has_next, np.hypot(*(p[j] - d).T), 0.0)
+            new = np.hypot(*(p[i - 1] - p[j]).T) + np.where(has_next, np.hypot(*(p[i] - d).T), 0.0)
             gain = old - new
-            best = int(np.argmax(gain))
-            if gain[best] > 1e-9:
-                j = js[best]
-                order[i:j + 1] = order[i:j + 1][::-1]
-                improved = True
+            if not (gain > 1e-9).any():
+                continue
+            # the best move in every stretch of 2 * span + 5 positions: local maxima are far enough apart that
+            # their segments and changed edges never overlap (ties broken by position), so all apply at once
+            ranked = gain + np.arange(len(gain)) * 1e-12
+            peak = maximum_filter1d(ranked, size=2 * (span + 2) + 1, mode="constant", cval=-np.inf)
+            starts = i[(ranked == peak) & (gain > 1e-9)]
+            if not len(starts):
+                continue
+            idx = starts[:, None] + np.arange(span + 1)
+            order[idx] = order[idx[:, ::-1]]
+            improved = True
         if not improved:
             break
     return order
+
+
+def mst_length(xy: np.ndarray) -> float:
+    """Length of the Euclidean minimum spanning tree (over the Delaunay edges): a lower bound of any path
+    through every location."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+    from scipy.spatial import Delaunay, QhullError
+
+    n = len(xy)
+    if n < 2:
+        return 0.0
+    try:
+        tri = Delaunay(xy)
+        edges = np.vstack([tri.simplices[:, [0, 1]], tri.simplices[:, [1, 2]], tri.simplices[:, [0, 2]]])
+    except (QhullError, ValueError):  # collinear or too few points: every pair
+        a, b = np.triu_indices(n, 1)
+        edges = np.column_stack([a, b])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)  # each edge once: a sparse matrix sums duplicates
+    weight = np.hypot(*(xy[edges[:, 0]] - xy[edges[:, 1]]).T) + 1e-12
+    graph = coo_matrix((weight, (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return float(minimum_spanning_tree(graph).sum())
 
 
 def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
@@ -288,6 +325,5 @@ def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[n
         start = int(np.lexsort((xy[:, 1], xy[:, 0]))[0])
     nn = nearest_neighbour_path(xy, start)
     nn_len = path_length(xy, nn)
-    big = len(xy) > 1500
-    improved = two_opt(xy, nn, max_passes=3 if big else 50, window=100 if big else 0)
+    improved = two_opt(xy, nn)
     return improved, path_length(xy, improved), nn_len

@@ -126,6 +126,16 @@ def test_routes_never_longer_than_nearest_neighbour_tour():
     order, length, nn_length = walking_route(xy, start_xy=np.array([0.0, 0.0]))
     assert length <= nn_length and length == pytest.approx(path_length(xy, order))
     assert order[0] == int(np.argmin((xy ** 2).sum(axis=1)))
+    # against the minimum spanning tree, a lower bound of any route through the locations (documented in the help)
+    from civic311.processing.core.zones import mst_length
+
+    for n, seed in ((500, 1), (5000, 2)):
+        pts = np.random.default_rng(seed).uniform(0, 1000, size=(n, 2))
+        order, length, nn_length = walking_route(pts)
+        assert sorted(order.tolist()) == list(range(n))
+        assert mst_length(pts) <= length <= 1.35 * mst_length(pts)
+    line = np.column_stack([np.arange(50.0), np.zeros(50)])
+    assert mst_length(line) == pytest.approx(49.0)  # collinear locations: the MST is the line
     # 2-opt removes a crossing: a zig-zag order on a square
     square = np.array([[0, 0], [1, 1], [1, 0], [0, 1]], dtype=float)
     assert path_length(square, two_opt(square, np.arange(4))) == pytest.approx(3.0)
