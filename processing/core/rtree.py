@@ -70,7 +70,8 @@ def pack(ids: np.ndarray, minx: np.ndarray, maxx: np.ndarray, miny: np.ndarray, 
     for depth in range(len(levels) - 1, -1, -1):
         first[depth] = next_no
         next_no += levels[depth][2]
-    nodes, parents = [], []
+    nodes: list[tuple[int, bytes]] = []
+    parents: list[tuple[int, int]] = []
     for depth, (cells, node_of, count) in enumerate(levels):
         numbers = first[depth] + np.arange(count)
         if depth > 0:  # cells point to the nodes of the level below
