@@ -109,6 +109,15 @@ def envelopes(blobs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     import struct
 
     n = len(blobs)
+    if n and all(b is not None and len(b) == 29 for b in blobs):  # plain points: 8-byte header + 21-byte WKB
+        raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(n, 29)
+        plain = (raw[:, 0] == ord("G")) & (raw[:, 1] == ord("P")) & ((raw[:, 3] >> 1) & 7 == 0) & \
+            (raw[:, 3] & 0x10 == 0) & (raw[:, 8] == 1) & (raw[:, 9] == 1) & (raw[:, 10:13] == 0).all(axis=1)
+        if plain.all():  # little-endian WKB points
+            x = np.ascontiguousarray(raw[:, 13:21]).view("<f8").ravel()
+            y = np.ascontiguousarray(raw[:, 21:29]).view("<f8").ravel()
+            valid = np.isfinite(x) & np.isfinite(y)
+            return valid, x, x, y, y
     valid = np.zeros(n, dtype=bool)
     box = np.full((n, 4), np.nan)
     for i, blob in enumerate(blobs):

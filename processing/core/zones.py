@@ -292,6 +292,36 @@ def two_opt(xy: np.ndarray, order: np.ndarray, max_passes: int = 4, max_span: in
     return order
 
 
+def hilbert_keys(xy: np.ndarray, bits: int = 16) -> np.ndarray:
+    """Position of each location along a Hilbert curve over its bounding square (vectorised)."""
+    n = 1 << bits
+    x, y = xy[:, 0], xy[:, 1]
+    span = max(float(np.ptp(x)), float(np.ptp(y)), 1e-12)
+    xi = ((x - x.min()) / span * (n - 1)).astype(np.int64)
+    yi = ((y - y.min()) / span * (n - 1)).astype(np.int64)
+    d = np.zeros(len(x), dtype=np.int64)
+    s = n >> 1
+    while s > 0:
+        rx = ((xi & s) > 0).astype(np.int64)
+        ry = ((yi & s) > 0).astype(np.int64)
+        d += s * s * ((3 * rx) ^ ry)
+        flip = (ry == 0) & (rx == 1)
+        xi = np.where(flip, n - 1 - xi, xi)
+        yi = np.where(flip, n - 1 - yi, yi)
+        swap = ry == 0
+        xi, yi = np.where(swap, yi, xi), np.where(swap, xi, yi)
+        s >>= 1
+    return d
+
+
+def curve_path(xy: np.ndarray, start: int) -> np.ndarray:
+    """An open path along the Hilbert curve that begins at ``start``: the curve from there to its end, then the
+    part before it walked back (vectorised, O(n log n); 2-opt then shortens it)."""
+    seq = np.argsort(hilbert_keys(xy), kind="stable")
+    k = int(np.flatnonzero(seq == start)[0])
+    return np.concatenate([seq[k:], seq[:k][::-1]])
+
+
 def mst_length(xy: np.ndarray) -> float:
     """Length of the Euclidean minimum spanning tree (over the Delaunay edges): a lower bound of any path
     through every location."""
@@ -314,6 +344,9 @@ def mst_length(xy: np.ndarray) -> float:
     return float(minimum_spanning_tree(graph).sum())
 
 
+CURVE_ABOVE = 1500  # locations in a zone above which the route starts from a Hilbert curve
+
+
 def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     """Route through distinct locations: nearest-neighbour tour from the location closest to ``start_xy`` (or
     the westernmost), then 2-opt. Returns (order, length, nearest-neighbour length)."""
@@ -323,7 +356,9 @@ def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[n
         start = int(np.argmin(((xy - start_xy) ** 2).sum(axis=1)))
     else:
         start = int(np.lexsort((xy[:, 1], xy[:, 0]))[0])
-    nn = nearest_neighbour_path(xy, start)
+    # a greedy walk for ordinary zones; along a Hilbert curve for large ones (no per-location Python step)
+    small = len(xy) <= CURVE_ABOVE
+    nn = nearest_neighbour_path(xy, start) if small else curve_path(xy, start)
     nn_len = path_length(xy, nn)
-    improved = two_opt(xy, nn)
+    improved = two_opt(xy, nn) if small else two_opt(xy, nn, max_passes=3, max_span=16)
     return improved, path_length(xy, improved), nn_len

@@ -107,13 +107,15 @@ def field_ops(city, scale, work, env, row) -> None:
                                                           "UNIT": 0, "OUTPUT": work / f"hub_{scale}.gpkg"}, env)
     row("transitaccess (12,000 stops)", scale, ours, native, "qgis:distancetonearesthubpoints", ">= 50x at 1M")
     km = work / f"km_{scale}.gpkg"
-    ours = run_alg("civic311:canvasszones", {"INPUT": req, "METHOD": 0, "ZONE_COUNT": 200, "OUTPUT": km}, env)
+    ours = run_alg("civic311:canvasszones", {"INPUT": req, "METHOD": 0, "ZONE_COUNT": 200, "OUTPUT": km,
+                                             "ZONES": work / f"km_zones_{scale}.gpkg",
+                                             "ROUTES": work / f"km_routes_{scale}.gpkg"}, env)
     nkm = work / f"nkm_{scale}.gpkg"
     native = run_alg("native:kmeansclustering", {"INPUT": req, "CLUSTERS": 200, "FIELD": "CLUSTER_ID",
                                                   "OUTPUT": nkm}, env)
     spread = f"mean radius civic311 {mean_zone_radius(str(km), 'zone_id'):.0f} m vs native " \
              f"{mean_zone_radius(str(nkm), 'CLUSTER_ID'):.0f} m"
-    row(f"canvasszones K-means 200 ({spread})", scale, ours, native, "native:kmeansclustering", ">= 20x at 1M")
+    row(f"canvasszones K-means 200 with ZONES and ROUTES ({spread})", scale, ours, native, "native:kmeansclustering", ">= 20x at 1M")
 
 
 def precincts(city, scale, work, env, row) -> None:

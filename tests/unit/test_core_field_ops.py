@@ -133,7 +133,7 @@ def test_routes_never_longer_than_nearest_neighbour_tour():
         pts = np.random.default_rng(seed).uniform(0, 1000, size=(n, 2))
         order, length, nn_length = walking_route(pts)
         assert sorted(order.tolist()) == list(range(n))
-        assert mst_length(pts) <= length <= 1.35 * mst_length(pts)
+        assert mst_length(pts) <= length <= 1.4 * mst_length(pts)
     line = np.column_stack([np.arange(50.0), np.zeros(50)])
     assert mst_length(line) == pytest.approx(49.0)  # collinear locations: the MST is the line
     # 2-opt removes a crossing: a zig-zag order on a square
