@@ -115,7 +115,8 @@ def field_ops(city, scale, work, env, row) -> None:
                                                   "OUTPUT": nkm}, env)
     spread = f"mean radius civic311 {mean_zone_radius(str(km), 'zone_id'):.0f} m vs native " \
              f"{mean_zone_radius(str(nkm), 'CLUSTER_ID'):.0f} m"
-    row(f"canvasszones K-means 200 with ZONES and ROUTES ({spread})", scale, ours, native, "native:kmeansclustering", ">= 20x at 1M")
+    row(f"canvasszones K-means 200 with ZONES and ROUTES ({spread})", scale, ours, native,
+        "native:kmeansclustering", ">= 20x at 1M")
 
 
 def precincts(city, scale, work, env, row) -> None:
