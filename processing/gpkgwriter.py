@@ -398,7 +398,8 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
                     below = top
             where = "" if below is None else f" WHERE {fid_ref} > {below:d}"
             con.execute(f"{copy}{where} ORDER BY {fid_ref}")
-            bulk_index = spatial and _index_copied_rows(con, dest[1])
+            bulk_index = spatial and (_copy_source_index(con, schema, src_layer, geom_col, dest[1])
+                                      or _index_copied_rows(con, dest[1]))
         extent = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
                              (src_layer,)).fetchone()
         if extent:
@@ -411,6 +412,26 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
     if spatial and not bulk_index:  # geometries without envelopes: GDAL computes the index (slower)
         _rebuild_spatial_index(dest[0], dest[1])
     return count
+
+
+def _copy_source_index(con: sqlite3.Connection, schema: str, src_table: str, src_geom: str, table: str) -> bool:
+    """The copied rows keep their fids and geometries, so the source's own spatial index is theirs too: its
+    R*Tree shadow tables are copied as they are (no envelope is recomputed). False when the source has none or
+    it does not cover exactly the copied rows."""
+    src_name, dest_name = f"rtree_{src_table}_{src_geom}", f"rtree_{table}_geom"
+    found = con.execute(f"SELECT count(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
+                        (src_name + "_node",)).fetchone()[0]
+    if not found:
+        return False
+    rows = con.execute(f"SELECT count(*) FROM {schema}.{ident(src_name + '_rowid')}").fetchone()[0]
+    indexed = con.execute(f"SELECT count(*) FROM main.{ident(table)} WHERE geom IS NOT NULL").fetchone()[0]
+    if rows != indexed:
+        return False
+    for shadow in ("node", "rowid", "parent"):
+        con.execute(f"DELETE FROM main.{ident(dest_name + '_' + shadow)}")
+        con.execute(f"INSERT INTO main.{ident(dest_name + '_' + shadow)} "
+                    f"SELECT * FROM {schema}.{ident(src_name + '_' + shadow)}")
+    return True
 
 
 def _index_copied_rows(con: sqlite3.Connection, table: str, chunk: int = 200_000) -> bool:

@@ -145,7 +145,21 @@ def test_every_bulk_output_has_a_valid_packed_spatial_index(run_alg, tmp_path):
     imported = tmp_path / "imported.gpkg"
     run_alg("civic311:importrequests", {"INPUT": str(SHARED / "external_exports" / "losangeles_myla311-2017.csv"),
                                         "OUTPUT": str(imported)})
-    for gpkg, table, count in ((out, "access", n), (imported, "imported", 4216)):
+    # a source without an index: the copy's index is built from the geometry blobs
+    bare = tmp_path / "bare.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(bare))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    lyr = ds.CreateLayer("bare", srs, ogr.wkbPoint, options=["SPATIAL_INDEX=NO"])
+    for i in range(500):
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x[i]} {y[i]})"))
+        lyr.CreateFeature(f)
+    ds = None
+    bare_out = tmp_path / "bare_access.gpkg"
+    run_alg("civic311:transitaccess", {"INPUT": f"{bare}|layername=bare", "STOPS": f"{SAMPLE}|layername=stops",
+                                       "OUTPUT": str(bare_out)})
+    for gpkg, table, count in ((out, "access", n), (imported, "imported", 4216), (bare_out, "bare_access", 500)):
         with sqlite3.connect(gpkg) as con:
             assert con.execute(f"SELECT rtreecheck('rtree_{table}_geom')").fetchone()[0] == "ok"
             assert con.execute(f"SELECT count(*) FROM rtree_{table}_geom").fetchone()[0] == count
