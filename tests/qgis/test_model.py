@@ -5,11 +5,10 @@ editable, and run through processing.run and qgis_process; batch runs of precinc
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 from qgis.core import QgsApplication, QgsProcessingModelAlgorithm
-from test_qgis_process import qgis_process_binary
+from test_qgis_process import qgis_process_with_plugin
 
 from conftest import ROOT, SAMPLE, SHARED
 
@@ -46,14 +45,7 @@ def test_model_runs_through_processing(run_alg):
 
 
 def test_model_runs_through_qgis_process(tmp_path):
-    exe = qgis_process_binary()
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "civic311").symlink_to(ROOT, target_is_directory=True)
-    env = {**os.environ, "HOME": str(tmp_path), "QGIS_PLUGINPATH": str(plugins), "QT_QPA_PLATFORM": "offscreen",
-           "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"), "QGIS_OPTIONS_PATH": str(tmp_path / "profile")}
-    env.pop("XDG_RUNTIME_DIR", None)
-    subprocess.run([exe, "plugins", "enable", "civic311"], env=env, capture_output=True, text=True, timeout=120)
+    exe, env = qgis_process_with_plugin(tmp_path)
     out = tmp_path / "priority.gpkg"
     args = [exe, "--json", "run", "civic311:outreachmodel", "--"] + [f"{k}={v}" for k, v in PARAMS.items()] + \
         [f"priority:Outreach priority={out}"]

@@ -19,7 +19,8 @@ def qgis_process_binary():
     pytest.fail("qgis_process binary not found: run `make deps`")
 
 
-def test_qgis_process_runs_precinctstats(tmp_path):
+def qgis_process_with_plugin(tmp_path) -> tuple[str, dict]:
+    """(binary, environment) of a qgis_process with a fresh profile and civic311 enabled from the checkout."""
     exe = qgis_process_binary()
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -31,6 +32,11 @@ def test_qgis_process_runs_precinctstats(tmp_path):
     enable = subprocess.run([exe, "plugins", "enable", "civic311"], env=env, capture_output=True, text=True,
                             timeout=120)
     assert enable.returncode == 0, enable.stderr
+    return exe, env
+
+
+def test_qgis_process_runs_precinctstats(tmp_path):
+    exe, env = qgis_process_with_plugin(tmp_path)
     listing = subprocess.run([exe, "list"], env=env, check=True, capture_output=True, text=True, timeout=120)
     assert "civic311:hotspots" in listing.stdout and "civic311:precinctstats" in listing.stdout
     out = tmp_path / "stats.gpkg"
