@@ -18,15 +18,14 @@ import numpy as np
 BULK_PAGE_SIZE = 65_536  # SQLite's largest page
 
 
-def fill_spatial_index(con: sqlite3.Connection, table: str, geom: str, ids, minx, maxx, miny, maxy,
-                       packed=None) -> None:
-    """Write a packed R*Tree (core.rtree.pack, or ``packed``, its result computed ahead) into the GeoPackage
-    spatial index of ``table``, created empty by GDAL (so its triggers and extension rows are GDAL's own):
-    seconds for millions of rows, where SQLite's one-by-one insertion takes minutes."""
+def fill_spatial_index(con: sqlite3.Connection, table: str, geom: str, ids, minx, maxx, miny, maxy) -> None:
+    """Write a packed R*Tree (core.rtree.pack) into the GeoPackage spatial index of ``table``, created empty by
+    GDAL (so its triggers and extension rows are GDAL's own): seconds for millions of rows, where SQLite's
+    one-by-one insertion takes minutes."""
     from .core.rtree import pack
 
     name = f"rtree_{table}_{geom}"
-    nodes, rowids, parents = packed if packed is not None else pack(ids, minx, maxx, miny, maxy)
+    nodes, rowids, parents = pack(ids, minx, maxx, miny, maxy)
     for shadow in ("node", "rowid", "parent"):
         con.execute(f"DELETE FROM {ident(name + '_' + shadow)}")
     con.executemany(f"INSERT INTO {ident(name + '_node')} VALUES (?, ?)", nodes)
@@ -190,17 +189,6 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
         if xy is not None:
             srs_id = con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?",
                                  (layer_name,)).fetchone()[0]
-        packing = None
-        if xy is not None and n:  # the tree is packed (numpy) while SQLite inserts the rows (no GIL held)
-            from concurrent.futures import ThreadPoolExecutor
-
-            from .core.rtree import pack
-
-            ok = np.isfinite(xy[0]) & np.isfinite(xy[1])
-            ids = np.flatnonzero(ok) + 1  # a new table numbers its rows 1..n in insertion order
-            pool = ThreadPoolExecutor(max_workers=1)
-            packing = pool.submit(pack, ids, xy[0][ok], xy[0][ok], xy[1][ok], xy[1][ok])
-            pool.shutdown(wait=False)
         with bulk_insert(con, layer_name):
             for start in range(0, n, chunk):  # values are built a chunk at a time: bounded memory
                 part = slice(start, start + chunk)
@@ -210,8 +198,10 @@ def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
                 else:
                     insert_rows(con, ident(layer_name), ["geom", *bound],
                                 [point_blobs(xy[0][part], xy[1][part], srs_id), *values], literals)
-            if packing is not None:
-                fill_spatial_index(con, layer_name, "geom", None, None, None, None, None, packing.result())
+            if xy is not None and n:  # a new table numbers its rows 1..n in insertion order
+                ok = np.isfinite(xy[0]) & np.isfinite(xy[1])
+                ids = np.flatnonzero(ok) + 1
+                fill_spatial_index(con, layer_name, "geom", ids, xy[0][ok], xy[0][ok], xy[1][ok], xy[1][ok])
         if xy is not None and n:
             con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
                         (float(np.min(xy[0])), float(np.min(xy[1])), float(np.max(xy[0])), float(np.max(xy[1])),
