@@ -139,6 +139,7 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
         """A field parameter naming a field its layer lacks is an error naming both, listing the layer's fields
         (QGIS would otherwise read attribute -1: the last column). An optional field left at its default may be
         absent: the algorithm then goes without it and says so."""
+        layer_fields: dict = {}  # parent parameter -> its fields, each layer opened once
         for definition in self.parameterDefinitions():
             if not isinstance(definition, QgsProcessingParameterField):
                 continue
@@ -148,11 +149,12 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
             parent = definition.parentLayerParameterName()
             if not parent or parameters.get(parent) in (None, ""):
                 continue
-            source = self.parameterAsSource(parameters, parent, context)
-            fields = source.fields() if source is not None else None
-            if fields is None:
-                layer = self.parameterAsVectorLayer(parameters, parent, context)
-                fields = layer.fields() if layer is not None else None
+            if parent not in layer_fields:
+                source = self.parameterAsSource(parameters, parent, context)
+                layer = self.parameterAsVectorLayer(parameters, parent, context) if source is None else None
+                layer_fields[parent] = source.fields() if source is not None else \
+                    layer.fields() if layer is not None else None
+            fields = layer_fields[parent]
             if fields is None:
                 continue
             optional = bool(definition.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional)

@@ -140,7 +140,6 @@ class FieldMap:
     output's metadata)."""
 
     columns: dict[str, str]
-    schema: str = "inferred"
     xy_crs: str | None = None
     tz: str | None = None
     closed_when_status: str | None = None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .infer import FieldMap, classify_channel, infer_roles
+from .infer import ROLES, FieldMap, classify_channel, infer_roles
 
 if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
     import pandas as pd
@@ -20,8 +20,7 @@ if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin
 FIELDS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
           "source", "channel", "city_initiated")
 TEXT_FIELDS = ("status", "category", "descriptor", "agency", "address")
-MAP_KEYS = ("request_id", "created_at", "closed_at", "status", "category", "descriptor", "agency", "address",
-            "channel", "latitude", "longitude", "x", "y", "point")
+MAP_KEYS = ROLES  # the roles FIELD_MAP may name
 COORDINATE_KEYS = ("latitude", "longitude", "x", "y")
 PLACEHOLDERS = {"", "n/a", "na", "null", "none", "unspecified", "nan"}
 
@@ -36,41 +35,39 @@ def _case_variants(word: str) -> set[str]:
 # every spelling of every placeholder ("N/A", "Null", "NONE", …): a column is checked with one set lookup per value
 PLACEHOLDER_SPELLINGS = frozenset().union(*(_case_variants(p) for p in PLACEHOLDERS))
 
-# Known export schemas: normalised key -> candidate source columns (compared after canonical()).
-SCHEMAS: dict[str, dict] = {
+# Known export schemas: role -> column names (compared after infer.tokens()), hints for the inference only.
+SCHEMAS: dict[str, dict[str, list[str]]] = {
     "nyc": {"request_id": ["unique_key"], "created_at": ["created_date"], "closed_at": ["closed_date"],
             "status": ["status"], "category": ["complaint_type", "problem_formerly_complaint_type"],
             "descriptor": ["descriptor", "problem_detail_formerly_descriptor"], "agency": ["agency"],
             "address": ["incident_address"], "latitude": ["latitude", "location_latitude"],
             "longitude": ["longitude", "location_longitude"], "x": ["x_coordinate_state_plane"],
-            "y": ["y_coordinate_state_plane"], "xy_crs": "EPSG:2263", "tz": "America/New_York"},
+            "y": ["y_coordinate_state_plane"]},
     "chicago": {"request_id": ["sr_number"], "created_at": ["created_date"], "closed_at": ["closed_date"],
                 "status": ["status"], "category": ["sr_type"], "descriptor": ["sr_short_code"],
                 "agency": ["owner_department", "created_department"], "address": ["street_address"],
                 "latitude": ["latitude", "location_latitude"], "longitude": ["longitude", "location_longitude"],
-                "x": ["x_coordinate"], "y": ["y_coordinate"], "xy_crs": "EPSG:3435", "tz": "America/Chicago"},
+                "x": ["x_coordinate"], "y": ["y_coordinate"]},
     "chicago_legacy": {"request_id": ["service_request_number", "srn"],
                        "created_at": ["creation_date"], "closed_at": ["completion_date"], "status": ["status"],
                        "category": ["type_of_service_request", "type_of_sr"],
                        "descriptor": ["tree_location", "location_of_trees", "most_recent_action"],
                        "address": ["street_address"], "latitude": ["latitude"], "longitude": ["longitude"],
-                       "x": ["x_coordinate"], "y": ["y_coordinate"], "xy_crs": "EPSG:3435",
-                       "tz": "America/Chicago"},
+                       "x": ["x_coordinate"], "y": ["y_coordinate"]},
     "sf": {"request_id": ["service_request_id", "caseid"], "created_at": ["requested_datetime", "opened"],
            "closed_at": ["closed_date", "closed"], "status": ["status_description"],
            "category": ["service_name", "category"], "descriptor": ["service_subtype", "request_type"],
            "agency": ["agency_responsible", "responsible_agency"], "address": ["address"],
-           "latitude": ["lat", "latitude", "point_latitude"], "longitude": ["long", "longitude", "point_longitude"],
-           "tz": "America/Los_Angeles"},
+           "latitude": ["lat", "latitude", "point_latitude"], "longitude": ["long", "longitude", "point_longitude"]},
     "boston": {"request_id": ["case_enquiry_id", "case_id"], "created_at": ["open_dt", "open_date"],
                "closed_at": ["closed_dt", "close_date"], "status": ["case_status"],
                "category": ["type", "service_name", "case_topic"], "descriptor": ["reason"],
                "agency": ["department", "assigned_department"], "address": ["location", "full_address"],
-               "latitude": ["latitude"], "longitude": ["longitude"], "tz": "America/New_York"},
+               "latitude": ["latitude"], "longitude": ["longitude"]},
     "open311": {"request_id": ["service_request_id"], "created_at": ["requested_datetime"],
                 "status": ["status"], "category": ["service_name"], "descriptor": ["service_code"],
                 "agency": ["agency_responsible"], "address": ["address"], "latitude": ["lat"],
-                "longitude": ["long"], "closed_when_status": "closed", "closed_from": ["updated_datetime"]},
+                "longitude": ["long"]},
     "seeclickfix": {"request_id": ["id"], "created_at": ["created_at"], "closed_at": ["closed_at"],
                     "status": ["status"], "category": ["request_type_title", "summary"],
                     "descriptor": ["summary"], "address": ["address"], "latitude": ["lat"],
