@@ -10,6 +10,8 @@ import numpy as np
 
 Ring = np.ndarray  # (m, 2) float64, closed (first vertex == last vertex)
 Polygon = List[Ring]  # all rings of all parts of one feature (even-odd rule applies)
+CELLS_PER_POINT = 2.0  # assign_points_to_polygons' grid: cells per point, at most MAX_CELLS
+MAX_CELLS = 16_000_000
 
 
 def polygon_rings_from_wkb(wkb: bytes) -> Polygon:
@@ -70,101 +72,180 @@ def points_from_wkb(wkbs: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarra
     return x, y
 
 
-def _ring_edges(rings: Polygon) -> np.ndarray:
-    """(E, 4) array of edges x1, y1, x2, y2 of all rings."""
-    parts = []
-    for ring in rings:
-        if len(ring) < 2:
-            continue
-        parts.append(np.hstack([ring[:-1], ring[1:]]))
-    return np.vstack(parts) if parts else np.empty((0, 4))
+def _flat_edges(polygons: Sequence[Polygon]) -> tuple[np.ndarray, np.ndarray]:
+    """All ring edges of all polygons (E, 4: x1, y1, x2, y2) and the polygon each belongs to, in polygon order,
+    from one concatenation of the rings (no per-polygon array work)."""
+    rings = [ring for rings in polygons for ring in rings if len(ring) >= 2]
+    if not rings:
+        return np.empty((0, 4)), np.empty(0, dtype=np.int64)
+    owner_of_ring = np.repeat(np.arange(len(polygons)), [sum(1 for r in p if len(r) >= 2) for p in polygons])
+    sizes = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
+    coords = np.concatenate(rings)[:, :2]
+    last = np.cumsum(sizes) - 1  # the last vertex of each ring starts no edge
+    starts = np.ones(len(coords), dtype=bool)
+    starts[last] = False
+    first = np.flatnonzero(starts)
+    edges = np.hstack([coords[first], coords[first + 1]])
+    owner = np.repeat(owner_of_ring, sizes - 1)
+    return edges, owner
 
 
-def points_in_edges(px: np.ndarray, py: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Even-odd (crossing number) test with half-open rules.
-
-    A point exactly on an edge shared by two polygons is inside exactly one of them, so polygons that tile
-    the plane partition the points (the convention of GDAL/ArcGIS "contains" for point counts).
-    """
-    inside = np.zeros(len(px), dtype=bool)
-    if len(px) == 0 or len(edges) == 0:
-        return inside
-    step = max(1, 2_000_000 // max(len(px), 1))
-    for start in range(0, len(edges), step):
-        e = edges[start:start + step]
-        x1, y1, x2, y2 = (e[:, k:k + 1] for k in range(4))
-        straddle = (y1 > py) != (y2 > py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xint = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
-        crossings = np.count_nonzero(straddle & (px < xint), axis=0)
-        inside ^= (crossings % 2).astype(bool)
-    return inside
+def _csr(keys: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values grouped by integer key (stable): (start offsets of length size + 1, values sorted by key)."""
+    order = np.argsort(keys, kind="stable")
+    return np.searchsorted(keys[order], np.arange(size + 1)), values[order]
 
 
-class GridIndex:
-    """Uniform grid over points: candidates inside a bounding box without scanning every point."""
+def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For items with ``counts`` entries from ``starts`` on: (item index per entry, entry position)."""
+    item = np.repeat(np.arange(len(counts)), counts)
+    offset = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return item, np.repeat(starts, counts) + offset
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, cells_per_side: int | None = None):
-        self.x, self.y = x, y
-        valid = np.isfinite(x) & np.isfinite(y)
-        self.valid_idx = np.flatnonzero(valid)
-        if len(self.valid_idx) == 0:
-            self.n_side = 1
-            self.x0 = self.y0 = 0.0
-            self.cell = 1.0
-            self.order = self.valid_idx
-            self.starts = np.zeros(2, dtype=np.int64)
+
+class _Polygons:
+    """Edges grouped by polygon, with a coarse grid of the polygons' bounding boxes to find candidates."""
+
+    def __init__(self, polygons: Sequence[Polygon]):
+        self.edges, owner = _flat_edges(polygons)
+        n = len(polygons)
+        self.edge_start = np.searchsorted(owner, np.arange(n + 1))
+        has = np.diff(self.edge_start) > 0
+        self.ids = np.flatnonzero(has)
+        e = self.edges
+        if len(e) == 0:
             return
-        vx, vy = x[valid], y[valid]
-        self.x0, self.y0 = float(vx.min()), float(vy.min())
-        span = max(float(vx.max()) - self.x0, float(vy.max()) - self.y0, 1e-12)
-        self.n_side = cells_per_side or int(np.clip(np.sqrt(len(vx) / 8), 1, 2048))
-        self.cell = span / self.n_side * (1 + 1e-9)
-        cx = np.minimum(((vx - self.x0) / self.cell).astype(np.int64), self.n_side - 1)
-        cy = np.minimum(((vy - self.y0) / self.cell).astype(np.int64), self.n_side - 1)
-        cell_id = cy * self.n_side + cx
-        sort = np.argsort(cell_id, kind="stable")
-        self.order = self.valid_idx[sort]
-        self.starts = np.searchsorted(cell_id[sort], np.arange(self.n_side * self.n_side + 1))
+        lo_x, hi_x = np.minimum(e[:, 0], e[:, 2]), np.maximum(e[:, 0], e[:, 2])
+        lo_y, hi_y = np.minimum(e[:, 1], e[:, 3]), np.maximum(e[:, 1], e[:, 3])
+        at = self.edge_start[self.ids]
+        self.box = np.column_stack([np.minimum.reduceat(lo_x, at), np.minimum.reduceat(lo_y, at),
+                                    np.maximum.reduceat(hi_x, at), np.maximum.reduceat(hi_y, at)])
+        self.extent = (float(lo_x.min()), float(lo_y.min()), float(hi_x.max()), float(hi_y.max()))
+        # coarse grid: about four polygons' boxes per cell side
+        x0, y0, x1, y1 = self.extent
+        side = int(np.clip(np.sqrt(len(self.ids)) / 2, 1, 1024))
+        self.cw, self.ch = max(x1 - x0, 1e-12) / side * (1 + 1e-9), max(y1 - y0, 1e-12) / side * (1 + 1e-9)
+        self.side = side
+        c = self._cells(self.box)
+        nx, ny = c[:, 2] - c[:, 0] + 1, c[:, 3] - c[:, 1] + 1
+        poly, k = _expand(np.zeros(len(nx), dtype=np.int64), nx * ny)
+        cell = (c[poly, 1] + k // nx[poly]) * side + c[poly, 0] + k % nx[poly]
+        self.cand_start, self.cand = _csr(cell, poly, side * side)  # positions in self.ids, ascending per cell
 
-    def query_bbox(self, xmin: float, ymin: float, xmax: float, ymax: float) -> np.ndarray:
-        n = self.n_side
-        cx0 = int(np.clip(np.floor((xmin - self.x0) / self.cell), 0, n - 1))
-        cx1 = int(np.clip(np.floor((xmax - self.x0) / self.cell), 0, n - 1))
-        cy0 = int(np.clip(np.floor((ymin - self.y0) / self.cell), 0, n - 1))
-        cy1 = int(np.clip(np.floor((ymax - self.y0) / self.cell), 0, n - 1))
-        if xmax < self.x0 or ymax < self.y0 or xmin > self.x0 + n * self.cell or ymin > self.y0 + n * self.cell:
-            return np.empty(0, dtype=np.int64)
-        pieces = [self.order[self.starts[cy * n + cx0]:self.starts[cy * n + cx1 + 1]] for cy in range(cy0, cy1 + 1)]
-        cand = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
-        keep = (self.x[cand] >= xmin) & (self.x[cand] <= xmax) & (self.y[cand] >= ymin) & (self.y[cand] <= ymax)
-        return cand[keep]
+    def _cells(self, box: np.ndarray) -> np.ndarray:
+        x0, y0 = self.extent[:2]
+        out = np.empty(box.shape, dtype=np.int64)
+        for k, (origin, size) in enumerate(((x0, self.cw), (y0, self.ch), (x0, self.cw), (y0, self.ch))):
+            out[:, k] = np.clip(np.floor((box[:, k] - origin) / size), 0, self.side - 1)
+        return out
+
+    def first_containing(self, qx: np.ndarray, qy: np.ndarray, chunk: int = 4_000_000) -> np.ndarray:
+        """The lowest polygon index whose rings contain each query point (even-odd, half-open rules), or -1."""
+        result = np.full(len(qx), -1, dtype=np.int64)
+        if len(self.edges) == 0 or len(qx) == 0:
+            return result
+        x0, y0, x1, y1 = self.extent
+        ok = np.flatnonzero((qx >= x0) & (qx <= x1) & (qy >= y0) & (qy <= y1))
+        cx = np.minimum(((qx[ok] - x0) / self.cw).astype(np.int64), self.side - 1)
+        cy = np.minimum(((qy[ok] - y0) / self.ch).astype(np.int64), self.side - 1)
+        cell = cy * self.side + cx
+        q, pos = _expand(self.cand_start[cell], self.cand_start[cell + 1] - self.cand_start[cell])
+        q = ok[q]
+        poly = self.cand[pos]
+        b = self.box[poly]
+        inbox = (qx[q] >= b[:, 0]) & (qx[q] <= b[:, 2]) & (qy[q] >= b[:, 1]) & (qy[q] <= b[:, 3])
+        q, poly = q[inbox], poly[inbox]
+        counts = self.edge_start[self.ids[poly] + 1] - self.edge_start[self.ids[poly]]
+        ends = np.cumsum(counts)
+        inside = np.zeros(len(q), dtype=bool)
+        lo = 0
+        while lo < len(q):  # pairs in slices of about ``chunk`` edge tests
+            hi = int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + chunk, side="right"))
+            hi = max(hi, lo + 1)
+            pair, edge = _expand(self.edge_start[self.ids[poly[lo:hi]]], counts[lo:hi])
+            px, py = qx[q[lo:hi]][pair], qy[q[lo:hi]][pair]
+            e = self.edges[edge]
+            straddle = (e[:, 1] > py) != (e[:, 3] > py)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                xint = e[:, 0] + (py - e[:, 1]) * (e[:, 2] - e[:, 0]) / (e[:, 3] - e[:, 1])
+            crossings = np.bincount(pair, weights=straddle & (px < xint), minlength=hi - lo)
+            inside[lo:hi] = crossings.astype(np.int64) % 2 == 1
+            lo = hi
+        q, poly = q[inside], self.ids[poly[inside]]
+        first = np.lexsort((poly, q))
+        q, poly = q[first], poly[first]
+        keep = np.ones(len(q), dtype=bool)
+        keep[1:] = q[1:] != q[:-1]
+        result[q[keep]] = poly[keep]
+        return result
 
 
 def assign_points_to_polygons(px: np.ndarray, py: np.ndarray, polygons: Sequence[Polygon],
-                              progress=None) -> np.ndarray:
-    """Index of the polygon containing each point, or -1. Each point gets at most one polygon.
+                              progress=None, chunk: int = 2_000_000) -> np.ndarray:
+    """Index of the polygon containing each point, or -1. Each point gets at most one polygon: where polygons
+    overlap, the first in order. The crossing-number test uses half-open rules, so a point exactly on an edge
+    shared by two polygons is inside exactly one of them and polygons that tile the plane partition the points
+    (the convention of GDAL/ArcGIS "contains" for point counts).
 
-    Polygons are tested in order; a point already claimed (possible only where polygons overlap or on a
-    boundary whose two sides have different vertices) keeps its first polygon, so counts never double.
-    """
+    Vectorised across polygons, with no loop over them: a fine grid over the polygons is rasterised once. A
+    cell that no edge touches lies wholly inside the same polygons as its neighbours in the row, so its
+    points take the label of that run of cells (one exact test per run); only points in cells an edge
+    touches get the exact test against the candidate polygons whose boxes hold them."""
+    px, py = np.asarray(px, dtype=float), np.asarray(py, dtype=float)
     result = np.full(len(px), -1, dtype=np.int64)
-    index = GridIndex(px, py)
-    for i, rings in enumerate(polygons):
-        if progress is not None and i % 64 == 0:
-            if progress(i / max(len(polygons), 1)) is False:
-                break
-        edges = _ring_edges(rings)
-        if len(edges) == 0:
-            continue
-        xs = np.concatenate([edges[:, 0], edges[:, 2]])
-        ys = np.concatenate([edges[:, 1], edges[:, 3]])
-        cand = index.query_bbox(xs.min(), ys.min(), xs.max(), ys.max())
-        cand = cand[result[cand] < 0]
-        if len(cand) == 0:
-            continue
-        inside = points_in_edges(px[cand], py[cand], edges)
-        result[cand[inside]] = i
+    polys = _Polygons(polygons)
+    if len(polys.edges) == 0 or len(px) == 0:
+        return result
+    x0, y0, x1, y1 = polys.extent
+    inside_box = np.flatnonzero((px >= x0) & (px <= x1) & (py >= y0) & (py <= y1))
+    # the fine grid: about two cells per point, at least 64 per polygon (16M cells: 100 MB of work arrays)
+    cells = int(np.clip(max(len(inside_box) * CELLS_PER_POINT, 64 * len(polys.ids)), 1024, MAX_CELLS))
+    w, h = max(x1 - x0, 1e-12), max(y1 - y0, 1e-12)
+    nx = int(np.clip(np.sqrt(cells * w / h), 1, 65_535))
+    ny = int(np.clip(cells / nx, 1, 65_535))
+    cw, ch = w / nx * (1 + 1e-9), h / ny * (1 + 1e-9)
+    # boundary cells: every cell an edge passes through. Edges are cut into pieces no longer than a cell on
+    # either axis; a piece lies within the 2 x 2 cells of its end points' corners.
+    e = polys.edges
+    ex1, ey1 = (e[:, 0] - x0) / cw, (e[:, 1] - y0) / ch
+    ex2, ey2 = (e[:, 2] - x0) / cw, (e[:, 3] - y0) / ch
+    pieces = (np.floor(np.maximum(np.abs(ex2 - ex1), np.abs(ey2 - ey1))) + 1).astype(np.int64)
+    boundary = np.zeros(nx * ny, dtype=bool)
+    for lo in range(0, len(e), 200_000):
+        sl = slice(lo, lo + 200_000)
+        edge, k = _expand(np.zeros(len(pieces[sl]), dtype=np.int64), pieces[sl])
+        edge += lo
+        t0, t1 = k / pieces[edge], (k + 1) / pieces[edge]
+        ax, bx = ex1[edge] + t0 * (ex2[edge] - ex1[edge]), ex1[edge] + t1 * (ex2[edge] - ex1[edge])
+        ay, by = ey1[edge] + t0 * (ey2[edge] - ey1[edge]), ey1[edge] + t1 * (ey2[edge] - ey1[edge])
+        # widened by a hair so that rounding never leaves a touched cell unmarked
+        for gx in (np.minimum(ax, bx) - 1e-6, np.maximum(ax, bx) + 1e-6):
+            for gy in (np.minimum(ay, by) - 1e-6, np.maximum(ay, by) + 1e-6):
+                ix = np.clip(np.floor(gx), 0, nx - 1).astype(np.int64)
+                iy = np.clip(np.floor(gy), 0, ny - 1).astype(np.int64)
+                boundary[iy * nx + ix] = True
+    # interior cells: one exact test at the centre of the first cell of each run between boundary cells
+    grid = boundary.reshape(ny, nx)
+    run_start = ~grid.copy()
+    run_start[:, 1:] &= grid[:, :-1]
+    starts = np.flatnonzero(run_start.ravel())
+    start_label = polys.first_containing(x0 + (starts % nx + 0.5) * cw, y0 + (starts // nx + 0.5) * ch)
+    label = np.full(nx * ny, -1, dtype=np.int32)
+    interior = np.flatnonzero(~boundary)
+    run_id = np.cumsum(run_start.ravel(), dtype=np.int32)[interior] - 1  # the run each interior cell is in
+    label[interior] = start_label[run_id]
+    del run_start, run_id, interior
+    for lo in range(0, len(inside_box), chunk):
+        if progress is not None and progress(lo / max(len(inside_box), 1)) is False:
+            break
+        idx = inside_box[lo:lo + chunk]
+        ix = np.minimum(((px[idx] - x0) / cw).astype(np.int64), nx - 1)
+        iy = np.minimum(((py[idx] - y0) / ch).astype(np.int64), ny - 1)
+        cell = iy * nx + ix
+        exact = boundary[cell]
+        result[idx[~exact]] = label[cell[~exact]]
+        hard = idx[exact]
+        result[hard] = polys.first_containing(px[hard], py[hard])
     return result
 
 

@@ -37,6 +37,55 @@ def test_holes_and_multipolygons():
     assert res.tolist() == [0, 1, 1, -1]
 
 
+def brute_force_assignment(px, py, polygons):
+    """The plain reference: each polygon in turn, every edge against every point (even-odd, half-open)."""
+    result = np.full(len(px), -1)
+    for i, rings in enumerate(polygons):
+        crossings = np.zeros(len(px), dtype=int)
+        for ring in rings:
+            for (x1, y1), (x2, y2) in zip(ring[:-1], ring[1:]):
+                straddle = (y1 > py) != (y2 > py)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    xint = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+                crossings += straddle & (px < xint)
+        result[(crossings % 2 == 1) & (result < 0)] = i
+    return result
+
+
+def test_vectorised_assignment_equals_the_brute_force_reference():
+    """Regression for #16: the grid lookup (exact tests only in cells an edge touches) gives the per-polygon
+    result on a jagged tiling with shared edges, holes, overlaps, long thin polygons, points on vertices and
+    edges, and points outside."""
+    rng = np.random.default_rng(16)
+    polygons = []
+    # a 12 x 9 tiling with jittered shared vertices: every inner edge is shared by two polygons
+    gx = np.arange(13)[None, :] + rng.uniform(-0.3, 0.3, (10, 13)) * (np.arange(13)[None, :] % 12 != 0)
+    gy = np.arange(10)[:, None] + rng.uniform(-0.3, 0.3, (10, 13)) * (np.arange(10)[:, None] % 9 != 0)
+    for j in range(9):
+        for i in range(12):
+            ring = np.array([[gx[j, i], gy[j, i]], [gx[j, i + 1], gy[j, i + 1]], [gx[j + 1, i + 1], gy[j + 1, i + 1]],
+                             [gx[j + 1, i], gy[j + 1, i]], [gx[j, i], gy[j, i]]])
+            polygons.append([ring])
+    polygons[16].append(np.array([[4.4, 1.4], [4.6, 1.4], [4.6, 1.6], [4.4, 1.6], [4.4, 1.4]]))  # a hole
+    polygons.append(square(2.2, 2.2, 3.3))  # overlaps many tiles: never wins where a tile comes first
+    polygons.insert(0, [np.array([[0.0, 4.5], [12.0, 4.6], [12.0, 4.7], [0.0, 4.5]])])  # a long thin sliver
+    polygons.append([])  # an empty geometry
+    polygons.append(square(20, 20, 2) + square(20.5, 20.5, 1))  # a part with a hole drawn as a second ring
+    vertices = np.vstack([r for p in polygons for r in p])
+    px = np.concatenate([rng.uniform(-1, 23, 60_000), vertices[:, 0], gx.ravel(), [4.5, 21.0, 21.8]])
+    py = np.concatenate([rng.uniform(-1, 23, 60_000), vertices[:, 1], np.full(gx.size, 3.0), [1.5, 21.0, 21.8]])
+    on_edges = rng.integers(0, 12, 2000)  # points exactly on vertical-ish shared edges
+    t = rng.uniform(0, 1, 2000)
+    px = np.concatenate([px, gx[3, on_edges] + t * (gx[4, on_edges] - gx[3, on_edges])])
+    py = np.concatenate([py, gy[3, on_edges] + t * (gy[4, on_edges] - gy[3, on_edges])])
+    px[5] = np.nan
+    result = assign_points_to_polygons(px, py, polygons)
+    expected = brute_force_assignment(px, py, polygons)
+    np.testing.assert_array_equal(result, expected)
+    assert result[5] == -1 and result[-2003] == -1 and result[-2002] == -1 and result[-2001] == len(polygons) - 1
+    assert (result == 0).sum() > 0 and (result == len(polygons) - 3).sum() > 0  # the sliver and the overlap win some
+
+
 def test_wkb_parsing_polygon_and_points():
     import struct
 
@@ -128,3 +177,24 @@ def test_suppression_is_complementary_and_top_category_is_not_leaked():
     summary = summarise(assignment, categories, 2, top_n=2, suppress_below=5)
     assert summary.top_category.tolist() == [None, "Noise"]
     assert np.isnan(summary.category_counts[0]).all() and summary.category_counts[1].tolist()[0] == 6
+
+
+def test_assignment_does_not_loop_over_polygons(monkeypatch):
+    """Regression for #16: 2,500 polygons are handled by two vectorised exact-test calls (run starts, then the
+    points in boundary cells), not one numpy pass per polygon."""
+    from civic311.processing.core import geometry
+
+    calls = []
+    original = geometry._Polygons.first_containing
+
+    def counted(self, qx, qy, **kw):
+        calls.append(len(qx))
+        return original(self, qx, qy, **kw)
+
+    monkeypatch.setattr(geometry._Polygons, "first_containing", counted)
+    tiles = [square(i, j) for j in range(50) for i in range(50)]
+    rng = np.random.default_rng(3)
+    px, py = rng.uniform(0, 50, 200_000), rng.uniform(0, 50, 200_000)
+    result = assign_points_to_polygons(px, py, tiles)
+    np.testing.assert_array_equal(result, np.floor(py).astype(int) * 50 + np.floor(px).astype(int))
+    assert len(calls) == 2 and calls[1] < len(px) / 2  # most points took their cell's label
