@@ -145,71 +145,126 @@ def write_table(path: str, layer_name: str, columns: dict, types: dict[str, str]
 
 
 def _write_layer(path, layer_name, columns, types, xy, epsg, chunk) -> int:
-    from osgeo import ogr, osr
-
-    ogr_types = {"string": ogr.OFTString, "datetime": ogr.OFTDateTime, "date": ogr.OFTDate,
-                 "int": ogr.OFTInteger64, "double": ogr.OFTReal}
-    columns = {name: np.asarray(col) for name, col in columns.items()}
-    driver = ogr.GetDriverByName("GPKG")
-    created = not Path(path).exists()
-    ds = driver.CreateDataSource(path) if created else driver.Open(path, 1)
-    if ds is None:
-        raise OSError(f"Cannot write the GeoPackage {path}")
-    for i in range(ds.GetLayerCount()):
-        if ds.GetLayer(i).GetName() == layer_name:
-            ds.DeleteLayer(i)
-            break
-    if xy is not None:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        lyr = ds.CreateLayer(layer_name, srs, ogr.wkbPoint,
-                             options=["SPATIAL_INDEX=NO", "FID=fid", "GEOMETRY_NAME=geom"])
-    else:
-        lyr = ds.CreateLayer(layer_name, None, ogr.wkbNone, options=["FID=fid"])
-    for name in columns:
-        lyr.CreateField(ogr.FieldDefn(name, ogr_types[types[name]]))
-    ds = None
-    if xy is not None:
-        create_spatial_index(path, layer_name)  # on the empty table: GDAL's index, filled in bulk below
-    n = len(next(iter(columns.values()))) if columns else (len(xy[0]) if xy is not None else 0)
-    con = connect(path, created)
+    writer = LayerWriter(path, layer_name, types, epsg if xy is not None else None, chunk)
     try:
-        # a column holding one value (or none) goes into the statement as a literal instead of a value per row
-        literals, bound = {}, []
-        for name, col in columns.items():
-            if _all_null(col):
-                continue  # NULL throughout: the column's default
-            first = col[0]
-            if isinstance(first, str) and "\x00" not in first and (col[:1000] == first).all() \
-                    and (col == first).all():  # the head settles most columns without a full comparison
-                literals[name] = first
-            else:
-                bound.append(name)
-        srs_id = None
-        if xy is not None:
-            srs_id = con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?",
-                                 (layer_name,)).fetchone()[0]
-        with bulk_insert(con, layer_name):
-            for start in range(0, n, chunk):  # values are built a chunk at a time: bounded memory
-                part = slice(start, start + chunk)
-                values = [_sql_values(columns[name][part], types[name]) for name in bound]
-                if xy is None:
-                    insert_rows(con, ident(layer_name), bound, values, literals)
+        writer.append(columns, *(xy if xy is not None else (None, None)))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return writer.rows
+
+
+class LayerWriter:
+    """A GeoPackage layer written a chunk at a time (streaming outputs: memory holds one chunk, plus 16 bytes a
+    point for the spatial index, which is packed once at ``close``). ``epsg`` None writes an attribute table.
+    Rows are numbered 1..n in the order appended; ``delete`` removes rows by that number before ``close``."""
+
+    def __init__(self, path: str, layer_name: str, types: dict[str, str], epsg: int | None = 4326,
+                 chunk: int = 100_000):
+        from osgeo import ogr, osr
+
+        ogr_types = {"string": ogr.OFTString, "datetime": ogr.OFTDateTime, "date": ogr.OFTDate,
+                     "int": ogr.OFTInteger64, "double": ogr.OFTReal}
+        self.path, self.layer, self.types, self.chunk = path, layer_name, types, chunk
+        self.points = epsg is not None
+        driver = ogr.GetDriverByName("GPKG")
+        created = not Path(path).exists()
+        ds = driver.CreateDataSource(path) if created else driver.Open(path, 1)
+        if ds is None:
+            raise OSError(f"Cannot write the GeoPackage {path}")
+        for i in range(ds.GetLayerCount()):
+            if ds.GetLayer(i).GetName() == layer_name:
+                ds.DeleteLayer(i)
+                break
+        if self.points:
+            srs = osr.SpatialReference()
+            srs.ImportFromEPSG(epsg)
+            lyr = ds.CreateLayer(layer_name, srs, ogr.wkbPoint,
+                                 options=["SPATIAL_INDEX=NO", "FID=fid", "GEOMETRY_NAME=geom"])
+        else:
+            lyr = ds.CreateLayer(layer_name, None, ogr.wkbNone, options=["FID=fid"])
+        for name in types:
+            lyr.CreateField(ogr.FieldDefn(name, ogr_types[types[name]]))
+        ds = None
+        if self.points:
+            create_spatial_index(path, layer_name)  # on the empty table: GDAL's index, filled in bulk at close
+        self.con = connect(path, created)
+        self.srs_id = None
+        if self.points:
+            self.srs_id = self.con.execute("SELECT srs_id FROM gpkg_geometry_columns WHERE table_name = ?",
+                                           (layer_name,)).fetchone()[0]
+        self._bulk = bulk_insert(self.con, layer_name)
+        self._bulk.__enter__()
+        self.rows = 0
+        self.xs: list[np.ndarray] = []
+        self.ys: list[np.ndarray] = []
+        self.deleted: list[np.ndarray] = []
+
+    def append(self, columns: dict, x=None, y=None) -> None:
+        columns = {name: np.asarray(col) for name, col in columns.items()}
+        n = len(next(iter(columns.values()))) if columns else (len(x) if x is not None else 0)
+        if self.points:
+            x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+            self.xs.append(x)
+            self.ys.append(y)
+        for start in range(0, n, self.chunk):  # values are built a chunk at a time: bounded memory
+            part = slice(start, start + self.chunk)
+            # a column holding one value (or none) goes into the statement as a literal instead of a value per row
+            literals, bound = {}, []
+            for name, col in columns.items():
+                col = col[part]
+                if _all_null(col):
+                    continue  # NULL throughout: the column's default
+                first = col[0]
+                if isinstance(first, str) and "\x00" not in first and (col[:1000] == first).all() \
+                        and (col == first).all():  # the head settles most columns without a full comparison
+                    literals[name] = first
                 else:
-                    insert_rows(con, ident(layer_name), ["geom", *bound],
-                                [point_blobs(xy[0][part], xy[1][part], srs_id), *values], literals)
-            if xy is not None and n:  # a new table numbers its rows 1..n in insertion order
-                ok = np.isfinite(xy[0]) & np.isfinite(xy[1])
+                    bound.append(name)
+            values = [_sql_values(columns[name][part], self.types[name]) for name in bound]
+            if not self.points:
+                insert_rows(self.con, ident(self.layer), bound, values, literals)
+            else:
+                insert_rows(self.con, ident(self.layer), ["geom", *bound],
+                            [point_blobs(x[part], y[part], self.srs_id), *values], literals)
+        self.rows += n
+
+    def delete(self, fids: np.ndarray) -> None:
+        """Remove rows by number (1-based, in append order)."""
+        fids = np.asarray(fids, dtype=np.int64)
+        if len(fids):
+            self.con.executemany(f"DELETE FROM {ident(self.layer)} WHERE fid = ?", ((int(f),) for f in fids))
+            self.deleted.append(fids)
+
+    def abort(self) -> None:
+        """Stop without finishing (an error or a cancel): the connection is closed, the layer left incomplete."""
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def close(self) -> None:
+        if self.con is None:
+            return
+        try:
+            if self.points and self.rows:
+                x, y = np.concatenate(self.xs), np.concatenate(self.ys)
+                self.xs, self.ys = [], []
+                ok = np.isfinite(x) & np.isfinite(y)
+                if self.deleted:
+                    ok[np.concatenate(self.deleted) - 1] = False
                 ids = np.flatnonzero(ok) + 1
-                fill_spatial_index(con, layer_name, "geom", ids, xy[0][ok], xy[0][ok], xy[1][ok], xy[1][ok])
-        if xy is not None and n:
-            con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? WHERE table_name = ?",
-                        (float(np.min(xy[0])), float(np.min(xy[1])), float(np.max(xy[0])), float(np.max(xy[1])),
-                         layer_name))
-        con.commit()
-    finally:
-        con.close()
-    return n
+                x, y = x[ok], y[ok]
+                fill_spatial_index(self.con, self.layer, "geom", ids, x, x, y, y)
+            self._bulk.__exit__(None, None, None)
+            if self.points and self.rows and len(x):
+                self.con.execute("UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? "
+                                 "WHERE table_name = ?", (float(x.min()), float(y.min()), float(x.max()),
+                                                          float(y.max()), self.layer))
+            self.con.commit()
+        finally:
+            self.con.close()
+            self.con = None
 
 
 def _quote(text: str) -> str:

@@ -23,7 +23,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QDateTime, QVariant
 
-from .core.normalise import FIELDS, Normalised, to_numbers
+from .core.normalise import FIELDS, Normalised, row_warnings, to_numbers
+from .gpkgwriter import ident as gpkg_ident
 from .layerio import WGS84, transform_xy
 
 if TYPE_CHECKING:  # heavy packages are imported where they are used: the plugin loads quickly
@@ -255,16 +256,38 @@ def csv_sample(path: str, encoding: str, rows: int) -> pd.DataFrame:
 
 
 def read_csv_columns(path: str, header: list[str], usecols: list[str], numeric: tuple[str, ...] = (),
-                     encoding: str = "utf-8") -> pd.DataFrame:
+                     encoding: str = "utf-8", chunk: int | None = None):
     """The ``usecols`` of a CSV whose ``header`` (from csv_columns) is known: exports have dozens of columns and a
     field map uses a few. The ``numeric`` ones (coordinates) are parsed as numbers where they can be; everything
-    else stays raw text."""
+    else stays raw text. With ``chunk``, an iterator of frames of that many rows (the file is streamed)."""
+    import pandas as pd
+
     wanted = [i for i, c in enumerate(header) if c in set(usecols)]
     text = {i: str for i in wanted if header[i] not in numeric}
-    frame = _read_csv(Path(path), encoding, usecols=wanted, dtype=text,
-                      na_values={i: [""] for i in wanted if i not in text})
-    frame.columns = [header[i] for i in wanted]
-    return frame
+    p = Path(path)
+    frames = _read_csv(p, encoding, usecols=wanted, dtype=text, na_values={i: [""] for i in wanted if i not in text},
+                       chunksize=chunk or None)
+
+    def named(frame):
+        frame.columns = [header[i] for i in wanted]
+        return frame
+
+    if not chunk:
+        return named(frames)
+
+    def chunks():
+        with frames:
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    return
+                except (pd.errors.ParserError, ValueError) as err:
+                    raise QgsProcessingException(f"{p.name} is not a readable CSV file ({str(err)[:200]}). Export "
+                                                 "it again as CSV (comma-separated, one header row).") from err
+                yield named(frame)
+
+    return chunks()
 
 
 def read_file(path: str) -> pd.DataFrame:
@@ -423,82 +446,236 @@ def locate_xy(result: Normalised, xy_crs: str | None, context,
         move_to_rejected(result, out, "outside the requested area")
 
 
-def _qdt(values: pd.Series) -> list:
-    import pandas as pd
+STREAM_CHUNK = 200_000  # rows normalised and written at a time by fetch and import
 
-    out = []
-    for v in values:
-        if pd.isna(v):
-            out.append(None)
-        else:
-            out.append(QDateTime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond // 1000))
+
+def _coordinate_keys(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """One int64 per coordinate rounded to 1e-6 degrees (equal keys = equal rounded points; NaN -> -1)."""
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    out = np.full(len(lon), -1, dtype=np.int64)
+    out[ok] = (np.round(lon[ok] * 1e6).astype(np.int64) + 181_000_000) * (1 << 28) + \
+        np.round(lat[ok] * 1e6).astype(np.int64) + 91_000_000
     return out
 
 
-def write_requests(sink, kept: pd.DataFrame, feedback, batch: int = 50_000) -> None:
-    fields = request_fields()
-    text = {name: kept[name].tolist() for name in ("request_id", "status", "category", "descriptor", "agency",
-                                                   "address", "source", "channel")}
-    created, closed = _qdt(kept["created_at"]), _qdt(kept["closed_at"])
-    city = [None if np.isnan(v) else int(v) for v in kept["city_initiated"].to_numpy(float)]
-    lon, lat = kept["lon"].tolist(), kept["lat"].tolist()
-    buffer = []
-    for i in range(len(kept)):
-        f = QgsFeature(fields)
-        f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(lon[i], lat[i])))
-        f.setAttributes([text["request_id"][i], created[i], closed[i], text["status"][i], text["category"][i],
-                         text["descriptor"][i], text["agency"][i], text["address"][i], text["source"][i],
-                         text["channel"][i], city[i]])
-        buffer.append(f)
-        if len(buffer) >= batch:
-            if not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
-                raise QgsProcessingException(f"Could not write the requests: {sink.lastError()}")
-            buffer = []
-            feedback.setProgress(100.0 * i / max(len(kept), 1))
-    if buffer and not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
-        raise QgsProcessingException(f"Could not write the requests: {sink.lastError()}")
+class RequestStream:
+    """OUTPUT (points, EPSG:4326), REJECTED (table) and the four counts of fetch and import, written as chunks of
+    normalised rows arrive, so memory holds one chunk, never the whole input.
 
+    The requests go into a GeoPackage with SQLite's bulk speed: the destination itself when it is a new
+    GeoPackage, otherwise a staging one that is copied into the destination's feature sink at the end. For the
+    placeholder check (import), 16 bytes a row are kept: the rounded point and a hash of the address; points
+    shared widely are then checked with their addresses read back, and their rows removed and listed in
+    REJECTED."""
 
-def write_outputs(alg, parameters, context, feedback, result: Normalised, source: str) -> dict:
-    """OUTPUT (points, EPSG:4326), REJECTED (table) and the four counts. A GeoPackage destination is written in
-    bulk (SQLite speed); other destinations go through a QGIS feature sink."""
-    from .gpkgwriter import write_points
-    from .layerio import bulk_destination, load_on_completion
+    def __init__(self, alg, parameters, context, feedback, source: str, placeholders: bool | None = None,
+                 tz: str | None = None):
+        from collections import Counter
 
-    target, project, name = bulk_destination(alg, parameters, "OUTPUT")
-    if target is not None:
-        kept = result.kept
+        from .gpkgwriter import LayerWriter
+        from .layerio import bulk_destination
+
+        self.alg, self.parameters, self.context, self.feedback = alg, parameters, context, feedback
+        self.source, self.tz = source, tz
+        self.placeholders = placeholders  # None: not checked; False: rejected; True: flagged and kept
+        self.target, self.project, self.name = bulk_destination(alg, parameters, "OUTPUT")
+        self.staged = None
+        if self.target is None:  # any other destination: staged, then copied through its feature sink
+            from qgis.core import QgsProcessingUtils
+
+            self.staged = (QgsProcessingUtils.generateTempFilename("civic311_requests.gpkg"), "requests")
         types = {name: REQUEST_BULK_TYPES.get(name, "string") for name in FIELDS}
-        write_points(target[0], target[1], kept["lon"].to_numpy(float), kept["lat"].to_numpy(float),
-                     {name: kept[name] for name in FIELDS}, types)
-        dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
-        load_on_completion(context, "OUTPUT", dest_id, project, name)
-    else:
-        sink, dest_id = alg.parameterAsSink(parameters, "OUTPUT", context, request_fields(), QgsWkbTypes.Type.Point,
-                                            WGS84)
+        self.writer = LayerWriter(*(self.target or self.staged), types)
+        self.rsink, self.rejected_id = None, None
+        if parameters.get("REJECTED") is not None:
+            self.rsink, self.rejected_id = alg.parameterAsSink(parameters, "REJECTED", context, reject_fields(),
+                                                               QgsWkbTypes.Type.NoGeometry)
+        self.read = self.kept = self.duplicates = 0
+        self.reasons: Counter = Counter()
+        self.unread: Counter = Counter()
+        self.counts: Counter = Counter()
+        self.categories: Counter = Counter()
+        self.keys: list[np.ndarray] = []
+        self.address_hashes: list[np.ndarray] = []
+        self.address_sample: list[str] = []
+        self.area = None
+
+    def add(self, result: Normalised) -> None:
+        """Write one normalised chunk (after locate_xy)."""
+        from pandas.util import hash_array
+
+        kept = result.kept
+        lon, lat = kept["lon"].to_numpy(float), kept["lat"].to_numpy(float)
+        self.writer.append({name: kept[name] for name in FIELDS}, lon, lat)
+        if self.placeholders is not None:
+            address = kept["address"].to_numpy(dtype=object)
+            present = kept["address"].notna().to_numpy()
+            hashed = np.zeros(len(kept), dtype=np.uint64)
+            hashed[present] = hash_array(address[present], categorize=False) | np.uint64(1)  # 0 = no address
+            self.keys.append(_coordinate_keys(lon, lat))
+            self.address_hashes.append(hashed)
+            if len(self.address_sample) < 20_000 and present.any():
+                texts = kept.loc[present, "address"].astype(str)
+                self.address_sample += texts.sample(min(len(texts), 20_000 - len(self.address_sample)),
+                                                    random_state=0).tolist()
+        self.write_rejected(result.rejected)
+        self.read += result.read
+        self.kept += len(kept)
+        self.duplicates += result.duplicates
+        self.reasons.update(result.rejected["reject_reason"].value_counts().to_dict())
+        self.unread.update(result.unread)
+        self.counts.update(result.counts)
+        self.categories.update(kept["category"].value_counts().to_dict())
+        self.area = self.area or result.area
+
+    def write_rejected(self, rejected) -> None:
+        if self.rsink is None or not len(rejected):
+            return
+        feats = []
+        for raw_id, why, row in zip(rejected["raw_id"].tolist(), rejected["reject_reason"].tolist(),
+                                    rejected["row"].tolist()):
+            f = QgsFeature(reject_fields())
+            f.setAttributes([raw_id, why, self.source, int(row)])
+            feats.append(f)
+        self.rsink.addFeatures(feats, QgsFeatureSink.Flag.FastInsert)
+
+    def flag_placeholders(self) -> None:
+        """Rows at placeholder points (core.infer.placeholder_points) leave OUTPUT for REJECTED, or are
+        reported and kept (placeholders True)."""
+        import re
+
+        import pandas as pd
+
+        from .core.infer import placeholder_points
+
+        keys = np.concatenate(self.keys) if self.keys else np.empty(0, dtype=np.int64)
+        hashes = np.concatenate(self.address_hashes) if self.keys else np.empty(0, dtype=np.uint64)
+        self.keys, self.address_hashes = [], []
+        if not (hashes != 0).any():
+            self.feedback.pushInfo("No address column: placeholder locations cannot be detected.")
+            return
+        # points with at least 5 requests and 4 different addresses: the only ones that can be placeholders
+        frame = pd.DataFrame({"key": keys, "addr": hashes})
+        located = frame[frame["key"] >= 0]
+        sizes = located["key"].value_counts()
+        distinct = located[located["addr"] != 0].drop_duplicates()["key"].value_counts()
+        wide = sizes[(sizes >= 5) & (distinct.reindex(sizes.index).fillna(0) >= 4)].index.to_numpy()
+        rows = np.flatnonzero(np.isin(keys, wide)) + 1  # row numbers in the layer being written
+        if not len(rows):
+            return
+        con, table = self.writer.con, gpkg_ident(self.writer.layer)
+        got = []
+        for i in range(0, len(rows), 900):
+            part = rows[i:i + 900].tolist()
+            got += con.execute(f"SELECT fid, address, request_id, category FROM {table} "
+                               f"WHERE fid IN ({', '.join('?' * len(part))})", part).fetchall()
+        got.sort()
+        fids = np.array([g[0] for g in got], dtype=np.int64)
+        key = keys[fids - 1]
+        lon = ((key >> 28) - 181_000_000) / 1e6
+        lat = ((key & ((1 << 28) - 1)) - 91_000_000) / 1e6
+        address = np.array([g[1] for g in got], dtype=object)
+        counts = pd.Series([w for t in self.address_sample for w in set(re.findall(r"[A-Z0-9]+", t.upper()))],
+                           dtype=object).value_counts()
+        common = frozenset(counts[counts >= 0.1 * max(len(self.address_sample), 1)].index)
+        mask, points = placeholder_points(lon, lat, address, common=common)
+        keep = bool(self.placeholders)
+        for plon, plat, count, streets in points:
+            fate = " (kept: KEEP_PLACEHOLDERS)." if keep else "; they go to REJECTED."
+            self.feedback.pushWarning(f"Placeholder location {plat:.6f}, {plon:.6f}: {count} request(s) whose "
+                                      f"addresses name {streets} unrelated streets share this exact point{fate}")
+        if keep or not mask.any():
+            return
+        self.writer.delete(fids[mask])
+        moved = [got[i] for i in np.flatnonzero(mask)]
+        self.write_rejected(pd.DataFrame({"raw_id": [g[2] for g in moved], "reject_reason": "placeholder location",
+                                          "row": -1}))
+        self.kept -= len(moved)
+        self.reasons["placeholder location"] += len(moved)
+        self.categories.subtract(pd.Series([g[3] for g in moved], dtype=object).value_counts().to_dict())
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def finish(self) -> dict:
+        from .layerio import load_on_completion
+
+        feedback = self.feedback
+        if self.placeholders is not None:
+            self.flag_placeholders()
+        self.writer.close()
+        if self.target is not None:
+            dest_id = f"{self.target[0]}|layername={self.target[1]}"  # a source string any algorithm can read
+            load_on_completion(self.context, "OUTPUT", dest_id, self.project, self.name)
+        else:
+            dest_id = self.copy_staged()
+        self.alg.style_hints["OUTPUT"] = {"counts": {k: v for k, v in self.categories.items() if v > 0}}
+        rejected = sum(self.reasons.values()) - self.duplicates
+        results = {"OUTPUT": dest_id, "FETCHED": self.read, "KEPT": self.kept, "REJECTED_COUNT": rejected,
+                   "DUPLICATES": self.duplicates}
+        if self.rsink is not None:
+            results["REJECTED"] = self.rejected_id
+        for message in row_warnings(self.counts, self.tz):
+            feedback.pushWarning(message)
+        reasons = {k: v for k, v in self.reasons.most_common() if v}
+        feedback.pushInfo(f"{self.read} rows read: {self.kept} kept, {rejected} rejected, {self.duplicates} "
+                          "duplicates" + (f" ({reasons})" if reasons else ""))
+        if self.kept + rejected + self.duplicates != self.read:
+            raise QgsProcessingException("Internal error: kept + rejected + duplicates differs from the rows read.")
+        return results
+
+    def copy_staged(self) -> str:
+        """The staged GeoPackage into the OUTPUT feature sink (memory layer, Shapefile, …), in batches. Rows are
+        read with SQLite, not OGR, whose float seconds would turn .727 into .726."""
+        import sqlite3
+        import struct
+
+        from qgis.PyQt.QtCore import Qt
+
+        sink, dest_id = self.alg.parameterAsSink(self.parameters, "OUTPUT", self.context, request_fields(),
+                                                 QgsWkbTypes.Type.Point, WGS84)
         if sink is None:
-            raise QgsProcessingException(alg.invalidSinkError(parameters, "OUTPUT"))
-        write_requests(sink, result.kept, feedback)
+            raise QgsProcessingException(self.alg.invalidSinkError(self.parameters, "OUTPUT"))
+        fields = request_fields()
+        dates = [i for i, name in enumerate(FIELDS) if REQUEST_BULK_TYPES.get(name) == "datetime"]
+        con = sqlite3.connect(self.staged[0])
+        try:
+            cursor = con.execute(f"SELECT geom, {', '.join(gpkg_ident(n) for n in FIELDS)} FROM "
+                                 f"{gpkg_ident(self.staged[1])} ORDER BY fid")
+            done = 0
+            while True:
+                rows = cursor.fetchmany(50_000)
+                if not rows:
+                    break
+                batch = []
+                for row in rows:
+                    out = QgsFeature(fields)
+                    x, y = struct.unpack_from("<dd", row[0], 13)  # GeoPackage header (8) + WKB point header (5)
+                    out.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
+                    values = list(row[1:])
+                    for i in dates:
+                        if values[i] is not None:
+                            values[i] = QDateTime.fromString(values[i], Qt.DateFormat.ISODateWithMs)
+                    out.setAttributes(values)
+                    batch.append(out)
+                if not sink.addFeatures(batch, QgsFeatureSink.Flag.FastInsert):
+                    raise QgsProcessingException(f"Could not write the requests: {sink.lastError()}")
+                done += len(rows)
+                self.feedback.setProgress(100.0 * done / max(self.kept, 1))
+        finally:
+            con.close()
         del sink
-    alg.style_hints["OUTPUT"] = {"counts": result.kept["category"].value_counts().to_dict()}
-    results = {"OUTPUT": dest_id, "FETCHED": result.read, "KEPT": len(result.kept),
-               "REJECTED_COUNT": len(result.rejected) - result.duplicates, "DUPLICATES": result.duplicates}
-    if parameters.get("REJECTED") is not None:
-        rsink, rid = alg.parameterAsSink(parameters, "REJECTED", context, reject_fields(),
-                                         QgsWkbTypes.Type.NoGeometry)
-        if rsink is not None:
-            feats = []
-            for row in result.rejected.itertuples(index=False):
-                f = QgsFeature(reject_fields())
-                f.setAttributes([row.raw_id, row.reject_reason, source, int(row.row)])
-                feats.append(f)
-            rsink.addFeatures(feats, QgsFeatureSink.Flag.FastInsert)
-            results["REJECTED"] = rid
-    for message in result.warnings:
-        feedback.pushWarning(message)
-    reasons = result.rejected["reject_reason"].value_counts().to_dict() if len(result.rejected) else {}
-    feedback.pushInfo(f"{result.read} rows read: {results['KEPT']} kept, {results['REJECTED_COUNT']} rejected, "
-                      f"{result.duplicates} duplicates" + (f" ({reasons})" if reasons else ""))
-    if results["KEPT"] + results["REJECTED_COUNT"] + results["DUPLICATES"] != results["FETCHED"]:
-        raise QgsProcessingException("Internal error: kept + rejected + duplicates differs from the rows read.")
-    return results
+        Path(self.staged[0]).unlink(missing_ok=True)
+        return dest_id
+
+
+def write_outputs(alg, parameters, context, feedback, result: Normalised, source: str,
+                  placeholders: bool | None = None, tz: str | None = None) -> dict:
+    """OUTPUT, REJECTED and the counts of one normalised frame (a stream of one chunk)."""
+    stream = RequestStream(alg, parameters, context, feedback, source, placeholders, tz)
+    try:
+        stream.add(result)
+    except BaseException:
+        stream.abort()
+        raise
+    return stream.finish()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,18 +25,19 @@ from qgis.core import (
 )
 
 from ..core.infer import SAMPLE_ROWS
-from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, MissingRoleError, detect_schema, normalise
+from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, MissingRoleError, SeenIds, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
 from ..network import NetworkError, make_session, request, scrub
 from ..presets import PROBLEMS, load_presets
 from ..requestio import (
+    STREAM_CHUNK,
+    RequestStream,
     check_timezone,
     columns_with_samples,
     compact_frame,
     locate_xy,
     parse_field_map,
     records_frame,
-    write_outputs,
 )
 from ._zonal import advanced
 from .base import Civic311Algorithm
@@ -280,17 +282,58 @@ class FetchRequests(Civic311Algorithm):
                               + ("" if api in ("open311", "seeclickfix", "ckan") else
                                  " (FIELD_MAP has no 'category')")
                               + ": every category is downloaded and filtered locally.")
-        frames: list = []  # each window's records become columns at once: a million dicts never pile up
         coordinates = tuple(field_map[k] for k in COORDINATE_KEYS if k in field_map)
+        area = bbox or (tuple(preset["bbox"]) if preset and preset.get("bbox") else None)
+        # windows are normalised and written a chunk at a time: memory holds one chunk, never the whole fetch
+        state: dict = {"fmap": None, "stream": None, "first": 1, "area": area, "pending": [], "rows": 0,
+                       "returned": set()}
+        seen = SeenIds()
+
+        def process() -> None:
+            frames = state["pending"]
+            frame = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else \
+                frames[0].reset_index(drop=True)
+            state["pending"], state["rows"] = [], 0
+            state["returned"].update(frame.columns)
+            if state["fmap"] is None:  # the first chunk settles the column roles
+                for key, column in field_map.items():  # named fields a portal left out (null in every row so far)
+                    if key in MAP_KEYS and column not in frame.columns:
+                        frame[column] = None
+                state["fmap"] = self.field_roles(frame, field_map, xy_crs, tz, categories)
+                state["stream"] = RequestStream(self, parameters, context, feedback, source, tz=tz)
+            fmap = state["fmap"]
+            for column in fmap.used():  # a portal leaves out keys whose values are all null in a page
+                if column not in frame.columns:
+                    frame[column] = None
+            try:
+                result = normalise(frame, fmap, source, bbox=area, categories=categories, date_range=(start, end),
+                                   seen=seen, first_row=state["first"], area=state["area"])
+            except ValueError as err:
+                raise mapping_error(err, frame) from None
+            state["first"] += len(frame)
+            state["area"] = result.area
+            locate_xy(result, fmap.xy_crs, context, bbox=area)
+            state["stream"].add(result)
 
         def sink(records):
             if records:
-                frames.append(compact_frame(records_frame(records), coordinates))
+                state["pending"].append(compact_frame(records_frame(records), coordinates))
+                state["rows"] += len(records)
+                if state["rows"] >= STREAM_CHUNK:
+                    process()
 
         try:
             fetch_all(client, start, end, http, cache, feedback.isCanceled, progress,
                       self.parameterAsInt(parameters, "MAX_RECORDS", context), feedback.pushInfo, sink,
                       lambda: last_raw[0])
+            if state["pending"]:
+                process()
+            if state["stream"] is None:
+                feedback.pushWarning("The portal returned no requests for this query.")
+                state["pending"] = [pd.DataFrame({c: [] for c in ("_id", "_created", "_lat", "_lon", "_category")})]
+                field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon",
+                             "category": "_category"}
+                process()
         except InterruptedError:
             raise QgsProcessingException("Cancelled: the pages fetched so far are cached; run again to resume.") \
                 from None
@@ -303,41 +346,15 @@ class FetchRequests(Civic311Algorithm):
                 from None
         finally:
             session.close()
-        frame = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else \
-            frames[0] if frames else pd.DataFrame()
-        frames.clear()
-        if frame.empty:
-            feedback.pushWarning("The portal returned no requests for this query.")
-        columns = list(frame.columns)
-        if "_geom_lon" in columns:
-            field_map.setdefault("longitude", "_geom_lon")
-            field_map.setdefault("latitude", "_geom_lat")
-        area = bbox or (tuple(preset["bbox"]) if preset and preset.get("bbox") else None)
-        try:
-            if frame.empty:
-                frame = pd.DataFrame({c: [] for c in ("_id", "_created", "_lat", "_lon", "_category")})
-                field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon",
-                             "category": "_category"}
-            fmap = detect_schema(list(frame.columns), {k: v for k, v in field_map.items()
-                                                       if k in MAP_KEYS and v in frame.columns}, xy_crs,
-                                 sample=frame.head(SAMPLE_ROWS))
-            fmap.tz = tz  # the preset's or TIMEZONE, never a guess from column names
-            fmap.xy_crs = xy_crs  # the preset's or XY_CRS: a CRS is never guessed from column names either
-            if categories and "category" not in fmap.columns:
-                raise QgsProcessingException(
-                    "CATEGORIES needs a category column: add 'category' to FIELD_MAP (the portal field holding the "
-                    "request type).")
-            result = normalise(frame, fmap, source, bbox=area, categories=categories, date_range=(start, end))
-        except MissingRoleError as err:
-            key = "latitude' and 'longitude" if err.role == "location" else err.role
-            raise QgsProcessingException(f"{err} Add '{key}' to FIELD_MAP (the portal field holding it). Fields "
-                                         f"returned: {columns_with_samples(frame)}") from None
-        except ValueError as err:
-            raise QgsProcessingException(f"{err} Fields returned: {columns_with_samples(frame)}") from None
-        del frame
-        locate_xy(result, fmap.xy_crs, context, bbox=area)
-        report_filters(feedback, result, server, fmap, categories, bbox)
-        report_mapping(feedback, fmap, result)
+            if state["stream"] is not None and sys.exc_info()[0] is not None:
+                state["stream"].abort()
+        stream, fmap = state["stream"], state["fmap"]
+        never = sorted({column for key, column in field_map.items() if key in MAP_KEYS} - state["returned"])
+        if never:
+            feedback.pushWarning(f"FIELD_MAP names {', '.join(repr(c) for c in never)}, which the portal never "
+                                 "returned: a misspelt field, or one that is empty in every row fetched.")
+        report_filters(feedback, stream.reasons, server, fmap, categories, bbox)
+        report_mapping(feedback, fmap, stream.unread)
         self.metadata_extra = {
             "Column mapping": "; ".join(fmap.table()),
             "Source portal": f"{API_NAMES[API_KEYS.index(api)]} {source}",
@@ -349,7 +366,35 @@ class FetchRequests(Civic311Algorithm):
             "attribution": (preset or {}).get("attribution", f"Open data published by {host}"),
             "licence": (preset or {}).get("licence", "See the portal's terms of use"),
         }
-        return write_outputs(self, parameters, context, feedback, result, source)
+        return stream.finish()
+
+    def field_roles(self, frame, field_map: dict, xy_crs, tz, categories):
+        """The column roles, from the first chunk of rows (FIELD_MAP and the preset's map first)."""
+        if "_geom_lon" in frame.columns:
+            field_map.setdefault("longitude", "_geom_lon")
+            field_map.setdefault("latitude", "_geom_lat")
+        try:
+            fmap = detect_schema(list(frame.columns), {k: v for k, v in field_map.items()
+                                                       if k in MAP_KEYS and v in frame.columns}, xy_crs,
+                                 sample=frame.head(SAMPLE_ROWS))
+        except ValueError as err:
+            raise mapping_error(err, frame) from None
+        fmap.tz = tz  # the preset's or TIMEZONE, never a guess from column names
+        fmap.xy_crs = xy_crs  # the preset's or XY_CRS: a CRS is never guessed from column names either
+        if categories and "category" not in fmap.columns:
+            raise QgsProcessingException(
+                "CATEGORIES needs a category column: add 'category' to FIELD_MAP (the portal field holding the "
+                "request type).")
+        return fmap
+
+
+def mapping_error(err: ValueError, frame) -> QgsProcessingException:
+    """What to add to FIELD_MAP when a role is missing, with the fields the portal returned."""
+    if isinstance(err, MissingRoleError):
+        key = "latitude' and 'longitude" if err.role == "location" else err.role
+        return QgsProcessingException(f"{err} Add '{key}' to FIELD_MAP (the portal field holding it). Fields "
+                                      f"returned: {columns_with_samples(frame)}")
+    return QgsProcessingException(f"{err} Fields returned: {columns_with_samples(frame)}")
 
 
 def check_cache_dir(path: str) -> None:
@@ -370,9 +415,8 @@ def check_cache_dir(path: str) -> None:
                                      "can write to.") from None
 
 
-def report_filters(feedback, result, server: dict, fmap, categories: list[str], bbox) -> None:
+def report_filters(feedback, reasons: dict, server: dict, fmap, categories: list[str], bbox) -> None:
     """One line per filter the user set: where it was applied, and how many rows it removed locally."""
-    reasons = result.rejected["reject_reason"].value_counts().to_dict() if len(result.rejected) else {}
 
     def line(name, how, reason):
         removed = int(reasons.get(reason, 0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -18,9 +17,11 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.infer import SAMPLE_ROWS, placeholder_points
-from ..core.normalise import COORDINATE_KEYS, MissingRoleError, detect_schema, normalise
+from ..core.infer import SAMPLE_ROWS
+from ..core.normalise import COORDINATE_KEYS, MissingRoleError, SeenIds, detect_schema, normalise
 from ..requestio import (
+    STREAM_CHUNK,
+    RequestStream,
     check_timezone,
     columns_with_samples,
     csv_columns,
@@ -28,11 +29,9 @@ from ..requestio import (
     detect_encoding,
     is_csv,
     locate_xy,
-    move_to_rejected,
     parse_field_map,
     read_csv_columns,
     read_file,
-    write_outputs,
 )
 from .base import Civic311Algorithm
 
@@ -180,51 +179,59 @@ class ImportRequests(Civic311Algorithm):
         try:
             fmap = detect_schema(columns, overrides, xy_crs, sample=sample)
             fmap.tz = tz
-            if frame is None:
-                numeric = (*(fmap.columns[k] for k in COORDINATE_KEYS if k in fmap.columns),
-                           *(c for pair in fmap.pairs for c in pair))
-                frame = read_csv_columns(path, columns, fmap.used(), numeric, encoding or "utf-8")
-            result = normalise(frame, fmap, f"import:{name}")
         except MissingRoleError as err:
             raise QgsProcessingException(
                 f"{err} {IMPORT_HINTS[err.role]} Columns in {name}: {columns_with_samples(sample)}") from None
         except ValueError as err:
             raise QgsProcessingException(f"{err} Columns in {name}: {columns_with_samples(sample)}") from None
+        if frame is None:  # a CSV is streamed a chunk at a time
+            numeric = (*(fmap.columns[k] for k in COORDINATE_KEYS if k in fmap.columns),
+                       *(c for pair in fmap.pairs for c in pair))
+            chunks = read_csv_columns(path, columns, fmap.used(), numeric, encoding or "utf-8", chunk=STREAM_CHUNK)
+        else:  # JSON is parsed whole; it is normalised and written a chunk at a time all the same
+            chunks = (frame.iloc[i:i + STREAM_CHUNK] for i in range(0, len(frame), STREAM_CHUNK))
+        stream = RequestStream(self, parameters, context, feedback, f"import:{name}",
+                               placeholders=self.parameterAsBoolean(parameters, "KEEP_PLACEHOLDERS", context), tz=tz)
+        seen, first, area, from_xy = SeenIds(), 1, None, 0
+        try:
+            for chunk in chunks:
+                if feedback.isCanceled():
+                    raise QgsProcessingException("Cancelled.")
+                chunk = chunk.reset_index(drop=True)
+                try:
+                    result = normalise(chunk, fmap, f"import:{name}", seen=seen, first_row=first, area=area)
+                except MissingRoleError as err:
+                    raise QgsProcessingException(
+                        f"{err} {IMPORT_HINTS[err.role]} Columns in {name}: {columns_with_samples(sample)}") from None
+                except ValueError as err:
+                    raise QgsProcessingException(f"{err} Columns in {name}: {columns_with_samples(sample)}") from None
+                first += len(chunk)
+                area = result.area
+                locate_xy(result, fmap.xy_crs, context)
+                from_xy += int(result.kept["use_xy"].sum())
+                stream.add(result)
+                feedback.setProgressText(f"{stream.read} rows read")
+        except BaseException:
+            stream.abort()
+            raise
         del frame
-        report_mapping(feedback, fmap, result)
-        locate_xy(result, fmap.xy_crs, context)
-        if np.any(result.kept["use_xy"]):
-            feedback.pushInfo(f"{int(result.kept['use_xy'].sum())} row(s) located from X/Y ({fmap.xy_crs}).")
+        report_mapping(feedback, fmap, stream.unread)
+        if from_xy:
+            feedback.pushInfo(f"{from_xy} row(s) located from X/Y ({fmap.xy_crs}).")
         elif "x" in fmap.columns and not fmap.xy_crs:
             feedback.pushInfo(f"X/Y columns {fmap.columns['x']!r}/{fmap.columns['y']!r} were not used: set XY_CRS to "
                               "locate rows that only have them.")
-        self.flag_placeholders(parameters, context, feedback, result)
         self.metadata_extra = {"Imported from": name, "Encoding": encoding or "JSON",
                                "Time zone": tz or "none given (instants kept in UTC)",
                                "Column mapping": "; ".join(fmap.table())}
-        return write_outputs(self, parameters, context, feedback, result, f"import:{name}")
-
-    def flag_placeholders(self, parameters, context, feedback, result) -> None:
-        kept = result.kept
-        address = kept["address"].to_numpy(dtype=object)
-        if not kept["address"].notna().any():
-            feedback.pushInfo("No address column: placeholder locations cannot be detected.")
-            return
-        mask, points = placeholder_points(kept["lon"].to_numpy(float), kept["lat"].to_numpy(float), address)
-        keep = self.parameterAsBoolean(parameters, "KEEP_PLACEHOLDERS", context)
-        for lon, lat, count, streets in points:
-            fate = " (kept: KEEP_PLACEHOLDERS)." if keep else "; they go to REJECTED."
-            feedback.pushWarning(f"Placeholder location {lat:.6f}, {lon:.6f}: {count} request(s) whose addresses "
-                                 f"name {streets} unrelated streets share this exact point{fate}")
-        if not keep:
-            move_to_rejected(result, mask, "placeholder location")
+        return stream.finish()
 
 
-def report_mapping(feedback, fmap, result) -> None:
+def report_mapping(feedback, fmap, unread: dict) -> None:
     """The column mapping as a table, and the rows each field could not read."""
     feedback.pushInfo("Columns used (field <- column, why):")
     for line in fmap.table():
         feedback.pushInfo(f"  {line}")
-    unread = {k: v for k, v in result.unread.items() if v}
+    unread = {k: v for k, v in unread.items() if v}
     if unread:
         feedback.pushInfo("Rows whose value could not be read: " + ", ".join(f"{k} {v}" for k, v in unread.items()))

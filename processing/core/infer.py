@@ -490,13 +490,15 @@ def _street_groups(sets: list[frozenset]) -> int:
 
 
 def placeholder_points(lon: np.ndarray, lat: np.ndarray, address: np.ndarray | None, min_requests: int = 5,
-                       min_streets: int = 4) -> tuple[np.ndarray, list[tuple[float, float, int, int]]]:
+                       min_streets: int = 4, common: frozenset | None = None
+                       ) -> tuple[np.ndarray, list[tuple[float, float, int, int]]]:
     """Default points that a city gives requests it could not locate (often City Hall): one coordinate (to
     1e-6°, about 0.1 m) shared by at least ``min_requests`` requests whose addresses name at least
     ``min_streets`` unrelated streets, in at least 30 % of its requests. A building with many complaints has one
     street, however its address is spelt; a housing estate geocoded to one point has two or three; a placeholder
     collects intersections and addresses from all over the city. Returns (mask of rows at such points,
-    [(lon, lat, requests, unrelated streets)]). Without addresses nothing is flagged."""
+    [(lon, lat, requests, unrelated streets)]). Without addresses nothing is flagged. ``common``: the words of
+    the city's own name and state (in a tenth of addresses), when the caller found them on a wider sample."""
     import pandas as pd
 
     n = len(lon)
@@ -512,10 +514,11 @@ def placeholder_points(lon: np.ndarray, lat: np.ndarray, address: np.ndarray | N
         return mask, []
     key = pd.MultiIndex.from_frame(frame[["lon", "lat"]])
     at_big = key.isin(big.index)
-    texts = pd.Series(address, dtype=object).dropna().astype(str)
-    sample = texts.sample(min(len(texts), 20_000), random_state=0) if len(texts) else texts
-    counts = pd.Series([w for t in sample for w in set(re.findall(r"[A-Z0-9]+", t.upper()))]).value_counts()
-    common = frozenset(counts[counts >= 0.1 * max(len(sample), 1)].index)
+    if common is None:
+        texts = pd.Series(address, dtype=object).dropna().astype(str)
+        sample = texts.sample(min(len(texts), 20_000), random_state=0) if len(texts) else texts
+        counts = pd.Series([w for t in sample for w in set(re.findall(r"[A-Z0-9]+", t.upper()))]).value_counts()
+        common = frozenset(counts[counts >= 0.1 * max(len(sample), 1)].index)
     pairs = frame[at_big].dropna(subset=["addr"]).drop_duplicates()
     found, flagged = [], []
     for (x, y), addrs in pairs.groupby(["lon", "lat"], sort=False)["addr"]:

@@ -298,6 +298,66 @@ class Normalised:
     swapped: int = 0
     warnings: list[str] = field(default_factory=list)
     unread: dict[str, int] = field(default_factory=dict)  # role -> rows whose value could not be read
+    counts: dict[str, int] = field(default_factory=dict)  # what the warnings count: swapped, instants, closed_early
+    area: tuple[float, float, float, float] | None = None  # the reference area swapped pairs were judged against
+
+
+def row_warnings(counts: dict[str, int], tz: str | None) -> list[str]:
+    """The warnings of normalise, from its counts (summed over the chunks of a stream)."""
+    warnings = []
+    if counts.get("swapped"):
+        warnings.append(f"{counts['swapped']} row(s) had latitude and longitude swapped; they were swapped back.")
+    if counts.get("instants") and not tz:
+        warnings.append(f"{counts['instants']} date value(s) are instants (with an offset, 'Z', epoch numbers, or "
+                        "UTC times as the file shows) and no time zone is known: they are kept in UTC. Set TIMEZONE "
+                        "to the city's zone to get local times.")
+    if counts.get("closed_early"):
+        warnings.append(f"{counts['closed_early']} kept request(s) were closed before they were created "
+                        "(kept as published).")
+    return warnings
+
+
+class SeenIds:
+    """The request ids already kept, for de-duplication across the chunks of a stream without holding the ids:
+    two independent 64-bit hashes per id (16 bytes; ids that differ share both hashes with a probability
+    around 1e-24 even at 40 million ids), kept in sorted runs that merge as they grow (log-structured), so
+    adding n ids costs O(n log n) in all and a lookup one binary search per run."""
+
+    KEYS = ("civic311-ids-one", "civic311-ids-two")  # pandas' SipHash keys: 16 bytes each
+
+    def __init__(self):
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def hashes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from pandas.util import hash_array
+
+        ids = np.asarray(ids, dtype=object)
+        return (hash_array(ids, hash_key=self.KEYS[0], categorize=False),
+                hash_array(ids, hash_key=self.KEYS[1], categorize=False))
+
+    def seen(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+        """True where an id with both hashes was added before."""
+        found = np.zeros(len(h1), dtype=bool)
+        for r1, r2 in self.runs:
+            left = np.searchsorted(r1, h1, side="left")
+            right = np.searchsorted(r1, h1, side="right")
+            single = right - left == 1
+            found[single] |= r2[left[single]] == h2[single]
+            for i in np.flatnonzero(right - left > 1):  # equal first hashes: a one-in-1e19 event per pair
+                found[i] |= bool((r2[left[i]:right[i]] == h2[i]).any())
+        return found
+
+    def add(self, h1: np.ndarray, h2: np.ndarray) -> None:
+        order = np.argsort(h1, kind="stable")
+        self.runs.append((h1[order], h2[order]))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (a1, a2), (b1, b2) = self.runs[-2], self.runs.pop()
+            merged = np.concatenate([a1, b1])
+            order = np.argsort(merged, kind="stable")  # two sorted runs: a linear merge
+            self.runs[-1] = (merged[order], np.concatenate([a2, b2])[order])
+
+    def __len__(self) -> int:
+        return sum(len(r[0]) for r in self.runs)
 
 
 def _num(series: pd.Series | None, n: int) -> np.ndarray:
@@ -349,9 +409,14 @@ def text_points(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
               bbox: tuple[float, float, float, float] | None = None, categories: list[str] | None = None,
-              date_range: tuple | None = None) -> Normalised:
+              date_range: tuple | None = None, seen: SeenIds | None = None, first_row: int = 1,
+              area: tuple[float, float, float, float] | None = None) -> Normalised:
     """Validate and normalise raw rows. ``bbox`` (lon/lat) is the area the requests must lie in; without it
-    only impossible coordinates are rejected and swapped pairs are detected against the data's own area.
+    only impossible coordinates are rejected and swapped pairs are detected against ``area`` (the previous
+    chunk's, in a stream) or the data's own area (the median point +- 1.5 degrees).
+
+    In a stream of chunks, ``seen`` holds the ids kept by earlier chunks (their rows are duplicates, and the
+    ids kept here are added to it) and ``first_row`` is the number of this chunk's first row in the input.
     ``categories`` and ``date_range`` ([start, end) naive datetimes) filter rows the portal could not filter
     itself; rows they leave out are listed as rejected with the reason, never dropped silently.
 
@@ -446,7 +511,7 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     swapped = 0
     valid = np.isfinite(lat) & np.isfinite(lon)
     in_range = valid & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-    area = bbox
+    area = bbox or area
     if area is None and in_range.sum() >= 10:
         mlon, mlat = np.median(lon[in_range]), np.median(lat[in_range])
         area = (mlon - 1.5, mlat - 1.5, mlon + 1.5, mlat + 1.5)
@@ -476,23 +541,22 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     ok = usable
     # a duplicate is a usable row whose request id an earlier usable row already has
     dup = np.zeros(n, dtype=bool)
-    dup[np.flatnonzero(ok)] = rid[ok].duplicated(keep="first").to_numpy()
+    ok_rows = np.flatnonzero(ok)
+    dup[ok_rows] = rid[ok].duplicated(keep="first").to_numpy()
+    if seen is not None:  # ids kept by earlier chunks
+        ids = rid.to_numpy()[ok_rows]
+        h1, h2 = seen.hashes(ids)
+        dup[ok_rows] |= seen.seen(h1, h2)
+        fresh = ~dup[ok_rows]
+        seen.add(h1[fresh], h2[fresh])
     bad = np.flatnonzero(~ok | dup)
-    rejected = pd.DataFrame({"raw_id": rid.to_numpy()[bad], "row": bad + 1,
+    rejected = pd.DataFrame({"raw_id": rid.to_numpy()[bad], "row": bad + first_row,
                              "reject_reason": np.where(dup, "duplicate request id", reason)[bad]},
                             columns=["raw_id", "reject_reason", "row"])
-    warnings = []
-    if swapped:
-        warnings.append(f"{swapped} row(s) had latitude and longitude swapped; they were swapped back.")
     keep = ok & ~dup
-    if instants.get("instants") and not fmap.tz:
-        warnings.append(f"{instants['instants']} date value(s) are instants (with an offset, 'Z', epoch numbers, or "
-                        "UTC times as the file shows) and no time zone is known: they are kept in UTC. Set TIMEZONE "
-                        "to the city's zone to get local times.")
-    bad_close = (closed < created).to_numpy() & keep
-    if bad_close.any():
-        warnings.append(f"{int(bad_close.sum())} kept request(s) were closed before they were created "
-                        "(kept as published).")
+    counts = {"swapped": swapped, "instants": int(instants.get("instants", 0)),
+              "closed_early": int(((closed < created).to_numpy() & keep).sum())}
+    warnings = row_warnings(counts, fmap.tz)
     columns = {"request_id": rid, "created_at": created, "closed_at": closed, "status": status,
                "category": category, "descriptor": _text(col("descriptor"), n), "agency": _text(col("agency"), n),
                "address": _text(col("address"), n), "source": source, "channel": channel,
@@ -501,4 +565,4 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     every = bool(keep.all())
     kept = pd.DataFrame({name: value if np.isscalar(value) or every else np.asarray(value)[keep]
                          for name, value in columns.items()}, index=pd.RangeIndex(int(keep.sum())), copy=False)
-    return Normalised(kept, rejected, int(dup.sum()), n, swapped, warnings, unread)
+    return Normalised(kept, rejected, int(dup.sum()), n, swapped, warnings, unread, counts, area)
