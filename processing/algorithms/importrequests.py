@@ -19,6 +19,7 @@ from qgis.core import (
 
 from ..core.infer import SAMPLE_ROWS
 from ..core.normalise import COORDINATE_KEYS, MissingRoleError, SeenIds, detect_schema, normalise
+from ..gpkgwriter import computed_ahead
 from ..requestio import (
     STREAM_CHUNK,
     RequestStream,
@@ -192,25 +193,30 @@ class ImportRequests(Civic311Algorithm):
             chunks = (frame.iloc[i:i + STREAM_CHUNK] for i in range(0, len(frame), STREAM_CHUNK))
         stream = RequestStream(self, parameters, context, feedback, f"import:{name}",
                                placeholders=self.parameterAsBoolean(parameters, "KEEP_PLACEHOLDERS", context), tz=tz)
-        seen, first, area, from_xy = SeenIds(), 1, None, 0
+        seen, state, from_xy = SeenIds(), {"first": 1, "area": None}, 0
+
+        def normalised(chunk):  # in a worker thread, a chunk ahead of the SQLite writes (both release the GIL)
+            chunk = chunk.reset_index(drop=True)
+            result = normalise(chunk, fmap, f"import:{name}", seen=seen, first_row=state["first"], area=state["area"])
+            state["first"] += len(chunk)
+            state["area"] = result.area
+            return result
+
         try:
-            for chunk in chunks:
+            for result in computed_ahead(chunks, normalised):
                 if feedback.isCanceled():
                     raise QgsProcessingException("Cancelled.")
-                chunk = chunk.reset_index(drop=True)
-                try:
-                    result = normalise(chunk, fmap, f"import:{name}", seen=seen, first_row=first, area=area)
-                except MissingRoleError as err:
-                    raise QgsProcessingException(
-                        f"{err} {IMPORT_HINTS[err.role]} Columns in {name}: {columns_with_samples(sample)}") from None
-                except ValueError as err:
-                    raise QgsProcessingException(f"{err} Columns in {name}: {columns_with_samples(sample)}") from None
-                first += len(chunk)
-                area = result.area
                 locate_xy(result, fmap.xy_crs, context)
                 from_xy += int(result.kept["use_xy"].sum())
                 stream.add(result)
                 feedback.setProgressText(f"{stream.read} rows read")
+        except MissingRoleError as err:
+            stream.abort()
+            raise QgsProcessingException(
+                f"{err} {IMPORT_HINTS[err.role]} Columns in {name}: {columns_with_samples(sample)}") from None
+        except ValueError as err:
+            stream.abort()
+            raise QgsProcessingException(f"{err} Columns in {name}: {columns_with_samples(sample)}") from None
         except BaseException:
             stream.abort()
             raise

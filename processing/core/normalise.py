@@ -339,12 +339,15 @@ class SeenIds:
         """True where an id with both hashes was added before."""
         found = np.zeros(len(h1), dtype=bool)
         for r1, r2 in self.runs:
-            left = np.searchsorted(r1, h1, side="left")
-            right = np.searchsorted(r1, h1, side="right")
-            single = right - left == 1
-            found[single] |= r2[left[single]] == h2[single]
-            for i in np.flatnonzero(right - left > 1):  # equal first hashes: a one-in-1e19 event per pair
-                found[i] |= bool((r2[left[i]:right[i]] == h2[i]).any())
+            at = np.minimum(np.searchsorted(r1, h1), len(r1) - 1)
+            hit = r1[at] == h1
+            found |= hit & (r2[at] == h2)
+            # equal first hashes of different ids (about one pair in 1e19): look along the run of equals
+            for i in np.flatnonzero(hit & ~found):
+                j = at[i]
+                while j < len(r1) and r1[j] == h1[i]:
+                    found[i] |= r2[j] == h2[i]
+                    j += 1
         return found
 
     def add(self, h1: np.ndarray, h2: np.ndarray) -> None:

@@ -45,7 +45,8 @@ def str_order(cx: np.ndarray, cy: np.ndarray, capacity: int = MAX_CELLS) -> np.n
 
 def pack(ids: np.ndarray, minx: np.ndarray, maxx: np.ndarray, miny: np.ndarray, maxy: np.ndarray):
     """(nodes, rowids, parents): rows for the shadow tables <name>_node (nodeno, data), <name>_rowid (rowid,
-    nodeno) and <name>_parent (nodeno, parentnode) of a packed 2-D R*Tree holding these boxes."""
+    nodeno) and <name>_parent (nodeno, parentnode) of a packed 2-D R*Tree holding these boxes. Nodes and rowids
+    are iterators that build their rows as they are consumed (bounded memory)."""
     ids = np.asarray(ids, dtype=np.int64)
     levels = []  # per level, bottom up: (cells structured array in node order, node of each cell, node count)
     x0, x1, y0, y1 = (np.asarray(a, dtype=np.float64) for a in (minx, maxx, miny, maxy))
@@ -72,31 +73,44 @@ def pack(ids: np.ndarray, minx: np.ndarray, maxx: np.ndarray, miny: np.ndarray, 
     for depth in range(len(levels) - 1, -1, -1):
         first[depth] = next_no
         next_no += levels[depth][2]
-    nodes: list[tuple[int, bytes]] = []
     parents: list[tuple[int, int]] = []
     for depth, (cells, node_of, count) in enumerate(levels):
-        numbers = first[depth] + np.arange(count)
         if depth > 0:  # cells point to the nodes of the level below
             cells["id"] = first[depth - 1] + cells["id"]
-        padded = np.zeros(count * MAX_CELLS, dtype=CELL)
-        padded[:len(cells)] = cells  # node k holds cells k*MAX_CELLS ... (k+1)*MAX_CELLS - 1
-        body = padded.view(np.uint8).reshape(count, MAX_CELLS * CELL.itemsize)
-        header = np.zeros((count, 4), dtype=np.uint8)
-        filled = np.bincount(node_of, minlength=count).astype(">u2")
-        header[:, 2:4] = filled.view(np.uint8).reshape(count, 2)
-        if depth == len(levels) - 1:  # the root carries the depth of the tree
-            header[0, 0:2] = np.array([len(levels) - 1], dtype=">u2").view(np.uint8)
-        blobs = np.concatenate([header, body], axis=1)
-        nodes.extend(zip(numbers.tolist(), (bytes(b) for b in blobs)))
-        if depth > 0:
-            children = cells["id"].astype(np.int64)
-            parents.extend(zip(children.tolist(), numbers[node_of].tolist()))
+            numbers = first[depth] + np.arange(count)
+            parents.extend(zip(cells["id"].astype(np.int64).tolist(), numbers[node_of].tolist()))
+    parents.sort()
     leaf_cells, leaf_node_of, _ = levels[0]
     leaf_ids = leaf_cells["id"].astype(np.int64)
     by_id = np.argsort(leaf_ids, kind="stable")  # inserted in key order: SQLite appends instead of searching
-    rowids = list(zip(leaf_ids[by_id].tolist(), (first[0] + leaf_node_of[by_id]).tolist()))
-    parents.sort()
-    return nodes, rowids, parents
+    return _node_rows(levels, first), _rowid_rows(leaf_ids, first[0] + leaf_node_of, by_id), parents
+
+
+def _node_rows(levels, first, step: int = 4096):
+    """(node number, node blob) rows, built a few thousand nodes at a time (a 10M-point tree has 200,000 leaf
+    nodes: built at once, their blobs would take 500 MB)."""
+    for depth, (cells, node_of, count) in enumerate(levels):
+        root = depth == len(levels) - 1
+        for lo in range(0, count, step):
+            hi = min(count, lo + step)
+            padded = np.zeros((hi - lo) * MAX_CELLS, dtype=CELL)
+            part = cells[lo * MAX_CELLS:hi * MAX_CELLS]
+            padded[:len(part)] = part  # node k holds cells k*MAX_CELLS ... (k+1)*MAX_CELLS - 1
+            body = padded.view(np.uint8).reshape(hi - lo, MAX_CELLS * CELL.itemsize)
+            header = np.zeros((hi - lo, 4), dtype=np.uint8)
+            filled = np.bincount(node_of[lo * MAX_CELLS:hi * MAX_CELLS] - lo, minlength=hi - lo).astype(">u2")
+            header[:, 2:4] = filled.view(np.uint8).reshape(hi - lo, 2)
+            if root:  # the root carries the depth of the tree
+                header[0, 0:2] = np.array([len(levels) - 1], dtype=">u2").view(np.uint8)
+            blobs = np.concatenate([header, body], axis=1)
+            yield from zip((first[depth] + np.arange(lo, hi)).tolist(), (bytes(b) for b in blobs))
+
+
+def _rowid_rows(ids: np.ndarray, nodes: np.ndarray, order: np.ndarray, step: int = 100_000):
+    """(rowid, leaf node) rows in rowid order, a slice at a time (not ten million tuples at once)."""
+    for lo in range(0, len(order), step):
+        part = order[lo:lo + step]
+        yield from zip(ids[part].tolist(), nodes[part].tolist())
 
 
 ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}

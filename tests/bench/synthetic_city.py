@@ -2,12 +2,14 @@
 """Deterministic synthetic city for `make bench` (cached in tests/bench/cache/).
 
 A 40 km x 30 km city in UTM zone 16N (EPSG:32616): requests = 70 % uniform background + 30 % in 12 Gaussian
-hot spots, spread over one year; 4,000 Voronoi precincts (seeded points, QGIS's Voronoi polygons clipped to the
-city) with registered voters and ballots; 12,000 transit stops. Scales: 10k, 100k and 1M requests.
+hot spots, spread over one year (10M: five years); 4,000 Voronoi precincts (seeded points, QGIS's Voronoi polygons
+clipped to the city) with registered voters and ballots; 12,000 transit stops. Scales: 10k, 100k, 1M and 10M
+requests. The 10M city is generated and written a million rows at a time (bounded memory).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,9 @@ import pandas as pd
 CACHE = Path(__file__).resolve().parent / "cache"
 CRS = "EPSG:32616"
 X0, Y0, WIDTH, HEIGHT = 420_000.0, 4_620_000.0, 40_000.0, 30_000.0
-SCALES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000}
+SCALES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
+YEARS = {"10M": 5}  # other scales: one year (2025)
+CHUNK = 1_000_000
 CATEGORIES = ["Pothole in Street", "Rodent Baiting", "Graffiti Removal", "Street Light Out", "Noise",
               "Abandoned Vehicle", "Tree Trim", "Sanitation Code Violation"]
 
@@ -36,6 +40,59 @@ def requests_frame(n: int, seed: int = 311) -> pd.DataFrame:
         "created_at": pd.to_datetime(created).strftime("%Y-%m-%dT%H:%M:%S"),
         "category": np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)],
         "x": xy[:, 0], "y": xy[:, 1]})
+
+
+def requests_chunks(scale: str):
+    """The requests of a scale as frames of at most CHUNK rows: the one frame of requests_frame up to 1M; for 10M,
+    chunks from their own seeds around the same hot spots, over YEARS[scale] years from 2021, ids unique."""
+    n = SCALES[scale]
+    if n <= CHUNK:
+        yield requests_frame(n)
+        return
+    centres = np.random.default_rng(311).uniform((X0 + 3000, Y0 + 3000), (X0 + WIDTH - 3000, Y0 + HEIGHT - 3000),
+                                                 size=(12, 2))
+    days = 365 * YEARS[scale] + 1
+    for k, lo in enumerate(range(0, n, CHUNK)):
+        m = min(CHUNK, n - lo)
+        rng = np.random.default_rng((311, k))
+        n_hot = int(m * 0.3)
+        hot = centres[rng.integers(0, 12, n_hot)] + rng.normal(0, 900, size=(n_hot, 2))
+        background = rng.uniform((X0, Y0), (X0 + WIDTH, Y0 + HEIGHT), size=(m - n_hot, 2))
+        xy = np.clip(np.vstack([hot, background]), (X0, Y0), (X0 + WIDTH - 1e-6, Y0 + HEIGHT - 1e-6))
+        created = np.datetime64("2021-01-01T00:00:00") + rng.integers(0, days * 86400, m).astype("timedelta64[s]")
+        yield pd.DataFrame({
+            "request_id": [f"SR{i:08d}" for i in range(lo, lo + m)],
+            "created_at": pd.to_datetime(created).strftime("%Y-%m-%dT%H:%M:%S"),
+            "category": np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), m)],
+            "x": xy[:, 0], "y": xy[:, 1]})
+
+
+def date_range(scale: str) -> tuple[str, str]:
+    """First and last day of the requests of a scale."""
+    years = YEARS.get(scale, 1)
+    return ("2021-01-01", "2025-12-31") if years == 5 else ("2025-01-01", "2025-12-31")
+
+
+def write_requests_streamed(scale: str, path: Path) -> None:
+    """The 10M requests layer, a chunk at a time, with civic311's own bulk GeoPackage writer (and its packed
+    spatial index): GDAL's row-by-row R-tree updates would take many minutes."""
+    import importlib
+    import tempfile
+
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "civic311").symlink_to(root, target_is_directory=True)
+        sys.path.insert(0, tmp)
+        try:
+            gpkgwriter = importlib.import_module("civic311.processing.gpkgwriter")
+            writer = gpkgwriter.LayerWriter(str(path), "requests", {"request_id": "string", "created_at": "string",
+                                                                    "category": "string"}, epsg=32616)
+            for frame in requests_chunks(scale):
+                writer.append({c: frame[c].to_numpy(object) for c in ("request_id", "created_at", "category")},
+                              frame["x"].to_numpy(), frame["y"].to_numpy())
+            writer.close()
+        finally:
+            sys.path.remove(tmp)
 
 
 def write_points_gpkg(frame: pd.DataFrame, path: Path, layer: str, fields: list[str]) -> None:
@@ -110,7 +167,10 @@ def build(scale: str) -> Path:
     tmp = path.with_suffix(".tmp.gpkg")
     if tmp.exists():
         tmp.unlink()
-    write_points_gpkg(requests_frame(SCALES[scale]), tmp, "requests", ["request_id", "created_at", "category"])
+    if SCALES[scale] > CHUNK:
+        write_requests_streamed(scale, tmp)
+    else:
+        write_points_gpkg(requests_frame(SCALES[scale]), tmp, "requests", ["request_id", "created_at", "category"])
     rng = np.random.default_rng(12)
     stops = pd.DataFrame({"stop_id": [f"S{i:05d}" for i in range(12_000)],
                           "x": rng.uniform(X0, X0 + WIDTH, 12_000), "y": rng.uniform(Y0, Y0 + HEIGHT, 12_000)})
