@@ -29,7 +29,10 @@ def fill_spatial_index(con: sqlite3.Connection, table: str, geom: str, ids, minx
     for shadow in ("node", "rowid", "parent"):
         con.execute(f"DELETE FROM {ident(name + '_' + shadow)}")
     con.executemany(f"INSERT INTO {ident(name + '_node')} VALUES (?, ?)", nodes)
-    con.executemany(f"INSERT INTO {ident(name + '_rowid')} VALUES (?, ?)", rowids)
+    rowid_table = ident(name + "_rowid")
+    for lo in range(0, len(rowids[0]), 100_000):  # many rows per statement: twice as fast for 10M rows
+        insert_rows(con, rowid_table, ["rowid", "nodeno"], [rowids[0][lo:lo + 100_000].tolist(),
+                                                             rowids[1][lo:lo + 100_000].tolist()])
     con.executemany(f"INSERT INTO {ident(name + '_parent')} VALUES (?, ?)", parents)
 
 

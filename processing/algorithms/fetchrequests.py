@@ -349,6 +349,7 @@ class FetchRequests(Civic311Algorithm):
             if state["stream"] is not None and sys.exc_info()[0] is not None:
                 state["stream"].abort()
         stream, fmap = state["stream"], state["fmap"]
+        seen.clear()  # before the spatial index is packed: the peak of memory
         never = sorted({column for key, column in field_map.items() if key in MAP_KEYS} - state["returned"])
         if never:
             feedback.pushWarning(f"FIELD_MAP names {', '.join(repr(c) for c in never)}, which the portal never "

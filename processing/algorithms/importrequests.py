@@ -221,6 +221,7 @@ class ImportRequests(Civic311Algorithm):
             stream.abort()
             raise
         del frame
+        seen.clear()  # before the spatial index is packed: the peak of memory
         report_mapping(feedback, fmap, stream.unread)
         if from_xy:
             feedback.pushInfo(f"{from_xy} row(s) located from X/Y ({fmap.xy_crs}).")

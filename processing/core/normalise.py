@@ -320,13 +320,17 @@ def row_warnings(counts: dict[str, int], tz: str | None) -> list[str]:
 class SeenIds:
     """The request ids already kept, for de-duplication across the chunks of a stream without holding the ids:
     two independent 64-bit hashes per id (16 bytes; ids that differ share both hashes with a probability
-    around 1e-24 even at 40 million ids), kept in sorted runs that merge as they grow (log-structured), so
-    adding n ids costs O(n log n) in all and a lookup one binary search per run."""
+    around 1e-24 even at 40 million ids), kept in sorted runs that merge as they grow (log-structured). A bitmap
+    of 2^30 bits on the first hash (128 MB of address space, touched only where ids fall) answers "never seen"
+    for nearly every new id; only ids whose bit is set (a repeat, or 1 in 27 new ids at 40 million) are looked
+    up in the runs."""
 
     KEYS = ("civic311-ids-one", "civic311-ids-two")  # pandas' SipHash keys: 16 bytes each
+    BITS = 30
 
     def __init__(self):
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.bitmap = np.zeros(1 << (self.BITS - 3), dtype=np.uint8)  # calloc: pages appear when written
 
     def hashes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from pandas.util import hash_array
@@ -335,22 +339,31 @@ class SeenIds:
         return (hash_array(ids, hash_key=self.KEYS[0], categorize=False),
                 hash_array(ids, hash_key=self.KEYS[1], categorize=False))
 
+    def _slots(self, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        slot = (h1 >> np.uint64(64 - self.BITS)).astype(np.int64)
+        return slot >> 3, np.left_shift(1, slot & 7).astype(np.uint8)
+
     def seen(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
         """True where an id with both hashes was added before."""
         found = np.zeros(len(h1), dtype=bool)
+        byte, bit = self._slots(h1)
+        maybe = np.flatnonzero(self.bitmap[byte] & bit)
+        q1, q2 = h1[maybe], h2[maybe]
         for r1, r2 in self.runs:
-            at = np.minimum(np.searchsorted(r1, h1), len(r1) - 1)
-            hit = r1[at] == h1
-            found |= hit & (r2[at] == h2)
+            at = np.minimum(np.searchsorted(r1, q1), len(r1) - 1)
+            hit = r1[at] == q1
+            found[maybe[hit & (r2[at] == q2)]] = True
             # equal first hashes of different ids (about one pair in 1e19): look along the run of equals
-            for i in np.flatnonzero(hit & ~found):
+            for i in np.flatnonzero(hit & ~found[maybe]):
                 j = at[i]
-                while j < len(r1) and r1[j] == h1[i]:
-                    found[i] |= r2[j] == h2[i]
+                while j < len(r1) and r1[j] == q1[i]:
+                    found[maybe[i]] |= r2[j] == q2[i]
                     j += 1
         return found
 
     def add(self, h1: np.ndarray, h2: np.ndarray) -> None:
+        byte, bit = self._slots(h1)
+        np.bitwise_or.at(self.bitmap, byte, bit)
         order = np.argsort(h1, kind="stable")
         self.runs.append((h1[order], h2[order]))
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
@@ -361,6 +374,11 @@ class SeenIds:
 
     def __len__(self) -> int:
         return sum(len(r[0]) for r in self.runs)
+
+    def clear(self) -> None:
+        """Let the memory go (the stream has ended)."""
+        self.runs = []
+        self.bitmap = np.zeros(0, dtype=np.uint8)
 
 
 def _num(series: pd.Series | None, n: int) -> np.ndarray:

@@ -29,43 +29,67 @@ def _up(v: np.ndarray) -> np.ndarray:
     return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
 
 
+def _down_up(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_down and _up of the same values (points: one float32 conversion for both)."""
+    f = v.astype(np.float32)
+    back = f.astype(np.float64)
+    return (np.where(back > v, np.nextafter(f, np.float32(-np.inf)), f),
+            np.where(back < v, np.nextafter(f, np.float32(np.inf)), f))
+
+
 def str_order(cx: np.ndarray, cy: np.ndarray, capacity: int = MAX_CELLS) -> np.ndarray:
     """Sort-Tile-Recursive order of boxes with centres (cx, cy): slices of about sqrt(n / capacity) nodes by x,
-    each ordered by y, so consecutive runs of ``capacity`` entries are compact."""
+    each ordered by y, so consecutive runs of ``capacity`` entries are compact. The slices come from one
+    argpartition at their boundary ranks (not a full sort by x), and each slice is sorted by y on its own: equal
+    slices sort as the rows of one 2-D array, cache-friendly, about three times faster than one sort of all."""
     n = len(cx)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     nodes = -(-n // capacity)
     per_slice = capacity * int(np.ceil(np.sqrt(nodes)))
-    by_x = np.argsort(cx)
-    slice_of = np.empty(n, dtype=np.int64)
-    slice_of[by_x] = np.arange(n) // per_slice
-    # one float sort instead of a lexsort: the slice number plus y scaled into [0, 1)
-    low, span = float(np.min(cy)) if n else 0.0, float(np.ptp(cy)) if n else 0.0
-    return np.argsort(slice_of + (cy - low) / (span * (1 + 1e-9) + 1e-300))
+    kth = np.arange(per_slice, n, per_slice)
+    part = np.argpartition(cx, kth) if len(kth) else np.arange(n)
+    full = n // per_slice * per_slice
+    body = part[:full].reshape(-1, per_slice)
+    body = np.take_along_axis(body, np.argsort(cy[body], axis=1), axis=1)
+    tail = part[full:]
+    return np.concatenate([body.ravel(), tail[np.argsort(cy[tail])]])
 
 
 def pack(ids: np.ndarray, minx: np.ndarray, maxx: np.ndarray, miny: np.ndarray, maxy: np.ndarray):
     """(nodes, rowids, parents): rows for the shadow tables <name>_node (nodeno, data), <name>_rowid (rowid,
-    nodeno) and <name>_parent (nodeno, parentnode) of a packed 2-D R*Tree holding these boxes. Nodes and rowids
-    are iterators that build their rows as they are consumed (bounded memory)."""
+    nodeno) and <name>_parent (nodeno, parentnode) of a packed 2-D R*Tree holding these boxes. Nodes is an
+    iterator that builds the blobs as they are consumed (bounded memory); rowids is two arrays (rowids in
+    ascending order, their leaf nodes) for a bulk insert. Points (minx is maxx, miny is
+    maxy) take one gather per axis instead of two."""
     ids = np.asarray(ids, dtype=np.int64)
     levels = []  # per level, bottom up: (cells structured array in node order, node of each cell, node count)
-    x0, x1, y0, y1 = (np.asarray(a, dtype=np.float64) for a in (minx, maxx, miny, maxy))
+    points = minx is maxx and miny is maxy
+    x0, y0 = np.asarray(minx, dtype=np.float64), np.asarray(miny, dtype=np.float64)
+    x1, y1 = (x0, y0) if points else (np.asarray(maxx, dtype=np.float64), np.asarray(maxy, dtype=np.float64))
     ref = ids
+    leaf_order = None
     while True:
-        order = str_order((x0 + x1) / 2, (y0 + y1) / 2)
+        order = str_order(x0, y0) if points else str_order((x0 + x1) / 2, (y0 + y1) / 2)
+        if leaf_order is None:
+            leaf_order = order
         cells = np.empty(len(order), dtype=CELL)
-        cells["id"], cells["x0"], cells["x1"] = ref[order], _down(x0[order]), _up(x1[order])
-        cells["y0"], cells["y1"] = _down(y0[order]), _up(y1[order])
+        cells["id"] = ref[order]
+        gx0, gy0 = x0[order], y0[order]
+        gx1, gy1 = (gx0, gy0) if points else (x1[order], y1[order])
+        if gx1 is gx0:
+            (cells["x0"], cells["x1"]), (cells["y0"], cells["y1"]) = _down_up(gx0), _down_up(gy0)
+        else:
+            cells["x0"], cells["x1"], cells["y0"], cells["y1"] = _down(gx0), _up(gx1), _down(gy0), _up(gy1)
         node_of = np.arange(len(order)) // MAX_CELLS
         count = int(node_of[-1]) + 1 if len(order) else 1
         levels.append((cells, node_of, count))
         if count == 1:
             break
         starts = np.arange(0, len(order), MAX_CELLS)
-        x0 = np.minimum.reduceat(x0[order], starts)
-        x1 = np.maximum.reduceat(x1[order], starts)
-        y0 = np.minimum.reduceat(y0[order], starts)
-        y1 = np.maximum.reduceat(y1[order], starts)
+        x0, x1 = np.minimum.reduceat(gx0, starts), np.maximum.reduceat(gx1, starts)
+        y0, y1 = np.minimum.reduceat(gy0, starts), np.maximum.reduceat(gy1, starts)
+        points = False
         ref = np.arange(count, dtype=np.int64)  # placeholders: the nodes' final numbers are known below
     # number the nodes from the root (1) down, level by level
     first = {}
@@ -80,10 +104,12 @@ def pack(ids: np.ndarray, minx: np.ndarray, maxx: np.ndarray, miny: np.ndarray, 
             numbers = first[depth] + np.arange(count)
             parents.extend(zip(cells["id"].astype(np.int64).tolist(), numbers[node_of].tolist()))
     parents.sort()
-    leaf_cells, leaf_node_of, _ = levels[0]
-    leaf_ids = leaf_cells["id"].astype(np.int64)
-    by_id = np.argsort(leaf_ids, kind="stable")  # inserted in key order: SQLite appends instead of searching
-    return _node_rows(levels, first), _rowid_rows(leaf_ids, first[0] + leaf_node_of, by_id), parents
+    leaf_node = np.empty(len(ids), dtype=np.int64)
+    leaf_node[leaf_order] = first[0] + levels[0][1]  # the leaf node of each input entry
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # rows go in in key order: SQLite appends
+        by_id = np.argsort(ids, kind="stable")
+        ids, leaf_node = ids[by_id], leaf_node[by_id]
+    return _node_rows(levels, first), (ids, leaf_node), parents
 
 
 def _node_rows(levels, first, step: int = 4096):
@@ -104,13 +130,6 @@ def _node_rows(levels, first, step: int = 4096):
                 header[0, 0:2] = np.array([len(levels) - 1], dtype=">u2").view(np.uint8)
             blobs = np.concatenate([header, body], axis=1)
             yield from zip((first[depth] + np.arange(lo, hi)).tolist(), (bytes(b) for b in blobs))
-
-
-def _rowid_rows(ids: np.ndarray, nodes: np.ndarray, order: np.ndarray, step: int = 100_000):
-    """(rowid, leaf node) rows in rowid order, a slice at a time (not ten million tuples at once)."""
-    for lo in range(0, len(order), step):
-        part = order[lo:lo + step]
-        yield from zip(ids[part].tolist(), nodes[part].tolist())
 
 
 ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
