@@ -366,6 +366,51 @@ def computed_ahead(items: Iterable, convert: Callable) -> Iterator:
         worker.join()
 
 
+def produced_ahead(produce: Callable[[Callable], None], depth: int = 2) -> Iterator:
+    """The items that ``produce(hand)`` hands over, produced in a worker thread while the consumer works on the
+    previous ones (at most ``depth`` waiting). An error in the producer is raised in the consumer; a consumer
+    that stops early stops the producer (its next hand-over raises InterruptedError)."""
+    pending: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(value) -> None:
+        while not stop.is_set():
+            try:
+                pending.put(value, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise InterruptedError("The consumer stopped.")
+
+    def work() -> None:
+        try:
+            produce(lambda item: put((item, None)))
+            put((done, None))
+        except InterruptedError:
+            if not stop.is_set():
+                put((None, InterruptedError("Cancelled.")))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            try:
+                put((None, exc))
+            except InterruptedError:
+                pass
+
+    worker = threading.Thread(target=work, name="civic311-producer", daemon=True)
+    worker.start()
+    try:
+        while True:
+            value, error = pending.get()
+            if error is not None:
+                raise error
+            if value is done:
+                return
+            yield value
+    finally:
+        stop.set()
+        worker.join()
+
+
 def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndarray,
                       new_fields: list[tuple[str, str]], pieces: Iterable[list[np.ndarray]]) -> int:
     """Copy the GeoPackage layer ``src`` (path, layer) into ``dest`` (path, layer) with computed columns joined by

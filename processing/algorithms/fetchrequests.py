@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-import sys
+from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from qgis.core import (
 from ..core.infer import SAMPLE_ROWS
 from ..core.normalise import COORDINATE_KEYS, MAP_KEYS, MissingRoleError, SeenIds, detect_schema, normalise
 from ..core.portals import API_KEYS, API_NAMES, CLIENTS, PageCache, PortalError, Query, fetch_all, query_key
+from ..gpkgwriter import produced_ahead
 from ..network import NetworkError, make_session, request, scrub
 from ..presets import PROBLEMS, load_presets
 from ..requestio import (
@@ -315,17 +316,23 @@ class FetchRequests(Civic311Algorithm):
             locate_xy(result, fmap.xy_crs, context, bbox=area)
             state["stream"].add(result)
 
-        def sink(records):
-            if records:
-                state["pending"].append(compact_frame(records_frame(records), coordinates))
-                state["rows"] += len(records)
-                if state["rows"] >= STREAM_CHUNK:
-                    process()
+        def produce(hand) -> None:  # in a worker thread: pages fetched and parsed while the last are written
+            def sink(records):
+                if records:
+                    hand(compact_frame(records_frame(records), coordinates))
 
-        try:
             fetch_all(client, start, end, http, cache, feedback.isCanceled, progress,
                       self.parameterAsInt(parameters, "MAX_RECORDS", context), feedback.pushInfo, sink,
                       lambda: last_raw[0])
+
+        finished = False
+        try:
+            with closing(produced_ahead(produce)) as frames:
+                for frame in frames:
+                    state["pending"].append(frame)
+                    state["rows"] += len(frame)
+                    if state["rows"] >= STREAM_CHUNK:
+                        process()
             if state["pending"]:
                 process()
             if state["stream"] is None:
@@ -334,6 +341,7 @@ class FetchRequests(Civic311Algorithm):
                 field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon",
                              "category": "_category"}
                 process()
+            finished = True
         except InterruptedError:
             raise QgsProcessingException("Cancelled: the pages fetched so far are cached; run again to resume.") \
                 from None
@@ -346,7 +354,7 @@ class FetchRequests(Civic311Algorithm):
                 from None
         finally:
             session.close()
-            if state["stream"] is not None and sys.exc_info()[0] is not None:
+            if state["stream"] is not None and not finished:
                 state["stream"].abort()
         stream, fmap = state["stream"], state["fmap"]
         seen.clear()  # before the spatial index is packed: the peak of memory

@@ -363,7 +363,11 @@ class SeenIds:
 
     def add(self, h1: np.ndarray, h2: np.ndarray) -> None:
         byte, bit = self._slots(h1)
-        np.bitwise_or.at(self.bitmap, byte, bit)
+        by_byte = np.argsort(byte, kind="stable")  # bits of one byte OR-ed together (ufunc.at is slow)
+        byte, bit = byte[by_byte], bit[by_byte]
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]]) if len(byte) else np.zeros(0, dtype=np.int64)
+        if len(starts):
+            self.bitmap[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
         order = np.argsort(h1, kind="stable")
         self.runs.append((h1[order], h2[order]))
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
