@@ -89,8 +89,10 @@ def _unmask(col):
     return out
 
 
-def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
-    """Bulk read through GDAL's Arrow stream: about 10x faster than iterating QgsFeatures."""
+def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: dict | None = None):
+    """Bulk read through GDAL's Arrow stream: about 10x faster than iterating QgsFeatures. ``converters``
+    (field -> function of an array) are applied batch by batch, so that e.g. ten million date strings are
+    never held at once."""
     from osgeo import ogr
 
     from .core.geometry import points_from_wkb
@@ -129,7 +131,11 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str]):
             return None  # cannot tie rows back to QGIS feature ids: let QGIS read the layer
         fids.append(batch[fid_col])
         for f in fields:
-            cols[f].append(_decode_strings(_unmask(batch[f])))
+            values = _unmask(batch[f])
+            if converters and f in converters:
+                cols[f].append(converters[f](values))
+            else:
+                cols[f].append(_decode_strings(values))
     if not xs:
         return np.empty(0), np.empty(0), {f: np.empty(0, dtype=object) for f in fields}, np.empty(0, np.int64)
     return (np.concatenate(xs), np.concatenate(ys),
@@ -148,11 +154,13 @@ def _qvariant_to_py(value):
 
 
 def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[str] = (),
-                dest_crs: QgsCoordinateReferenceSystem | None = None, keep_null: bool = False) -> PointTable:
+                dest_crs: QgsCoordinateReferenceSystem | None = None, keep_null: bool = False,
+                converters: dict | None = None) -> PointTable:
     """Coordinates and attributes of a point source, in ``dest_crs`` (default: the source CRS).
 
     Features without geometry are counted in ``null_geometry`` and dropped, or kept with NaN coordinates when
-    ``keep_null`` (so results can be written back for every feature)."""
+    ``keep_null`` (so results can be written back for every feature). ``converters`` (field -> function of an
+    array) turn a field's values as they are read (in batches on the fast path)."""
     fields = [f for f in fields if f]
     source = alg.parameterAsSource(parameters, key, context)
     if source is None:
@@ -170,7 +178,7 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
         dest = crs  # read as stored; the CRS is settled from the coordinates below
     layer = alg.parameterAsVectorLayer(parameters, key, context)
     plain = _plain_source_path(parameters, key, layer)
-    fast = _read_points_ogr(*plain, fields) if plain else None
+    fast = _read_points_ogr(*plain, fields, converters) if plain else None
     if fast is not None and (len(fast[0]) == 0 or np.isfinite(fast[0]).any() or source.featureCount() == 0):
         x, y, attrs, fids = fast
         if dest != crs:
@@ -200,6 +208,9 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
                 rows[f].append(_qvariant_to_py(attrs_row[i]))
         x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         attrs = {f: np.asarray(v, dtype=object) for f, v in rows.items()}
+        for f, convert in (converters or {}).items():
+            if f in attrs:
+                attrs[f] = convert(attrs[f])
         fids = np.asarray(ids, dtype=np.int64)
     if no_crs:
         crs = assume_lonlat(key, x, y, feedback)

@@ -46,9 +46,12 @@ class ZonedRequests:
 
 def to_datetimes(values: np.ndarray) -> np.ndarray:
     """created_at values (datetime64, Python datetimes, ISO strings with or without offset) -> datetime64[ms].
-    Values with an offset are converted to UTC; floating (zone-less) values are kept as they are."""
+    Values with an offset are converted to UTC; floating (zone-less) values are kept as they are. Bytes (an
+    Arrow string column) are decoded first."""
     import pandas as pd
 
+    if values.dtype.kind == "S" or (values.dtype == object and len(values) and isinstance(values[0], bytes)):
+        values = pd.Series(values, dtype=object).str.decode("utf-8", "replace").to_numpy(dtype=object)
     if values.dtype.kind == "M":
         return values.astype("datetime64[ms]")
     series = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True)
@@ -76,7 +79,8 @@ def zone_requests(alg, parameters, context, feedback, category_field: str = "") 
         table = read_polygons(alg, parameters, "ZONES", context, feedback, dest_crs=METRIC, label_field=id_field)
         if not table.features:
             raise QgsProcessingException("ZONES has no features.")
-        pts = read_points(alg, parameters, "REQUESTS", context, feedback, fields, dest_crs=table.crs)
+        pts = read_points(alg, parameters, "REQUESTS", context, feedback, fields, dest_crs=table.crs,
+                          converters={"created_at": to_datetimes})
         zone_of = assign_points_to_polygons(pts.x, pts.y, table.polygons)
         ids = [str(f[id_field]) for f in table.features]
         result = ZonedRequests(ids, zone_of, to_datetimes(pts.attrs["created_at"]),
@@ -86,7 +90,8 @@ def zone_requests(alg, parameters, context, feedback, category_field: str = "") 
         width = alg.parameterAsDouble(parameters, "CELL_SIZE", context)
         if width <= 0:
             raise QgsProcessingException("Give ZONES (e.g. precincts) or a positive CELL_SIZE for a hexagon grid.")
-        pts = read_points(alg, parameters, "REQUESTS", context, feedback, fields, dest_crs=METRIC)
+        pts = read_points(alg, parameters, "REQUESTS", context, feedback, fields, dest_crs=METRIC,
+                          converters={"created_at": to_datetimes})
         if len(pts.x) == 0:
             raise QgsProcessingException("REQUESTS has no located points.")
         size = width / np.sqrt(3)

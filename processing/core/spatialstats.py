@@ -66,18 +66,20 @@ def permutation_ids(n: int, max_card: int, permutations: int, seed: int, cancell
 
 
 def random_neighbour_sums(values: np.ndarray, w: sparse.csr_matrix, permutations: int, seed: int,
-                          chunk: int = 4_000_000, cancelled=None) -> np.ndarray:
+                          chunk: int = 4_000_000, cancelled=None, reduce=None) -> np.ndarray:
     """(n, permutations) sums of ``k_i`` values drawn without replacement from the other observations.
 
     The i-th row uses the same permutation table as esda's conditional randomisation: index ``a`` of the
     table refers to the array with observation i removed, i.e. to ``a + (a >= i)`` in the full array.
+    With ``reduce(rows, sums)`` -> one value per row, the (n,) reduced values instead, block by block: the
+    (n, permutations) matrix is never held (a space-time cube of a million cells x 99 draws is 800 MB).
     """
     n = len(values)
     card = np.diff(w.indptr).astype(np.int64)
     max_card = int(card.max()) if n else 0
-    out = np.zeros((n, permutations))
+    out = np.zeros((n, permutations)) if reduce is None else np.zeros(n)
     if max_card == 0 or n < 2:
-        return out
+        return out if reduce is None else reduce(np.arange(n), np.zeros((n, permutations)))
     ids = permutation_ids(n, max_card, permutations, seed, cancelled)
     v_same = values[ids]
     v_next = values[np.minimum(ids + 1, n - 1)]
@@ -88,7 +90,8 @@ def random_neighbour_sums(values: np.ndarray, w: sparse.csr_matrix, permutations
         shifted = ids[None, :, :] >= rows[:, None, None]
         vals = np.where(shifted, v_next[None], v_same[None])
         mask = np.arange(max_card)[None, None, :] < card[rows][:, None, None]
-        out[rows] = (vals * mask).sum(axis=2)
+        sums = (vals * mask).sum(axis=2)
+        out[rows] = sums if reduce is None else reduce(rows, sums)
     return out
 
 
@@ -150,8 +153,10 @@ def gi_star(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999, seed: 
     p = 2 * stats.norm.sf(np.abs(z))
     p_sim = np.full(n, np.nan)
     if permutations > 0 and n > 2:
-        sims = (random_neighbour_sums(y, wb, permutations, seed, cancelled=cancelled) + y[:, None]) / total
-        p_sim = _folded_pseudo_p(g, sims)
+        def fold(rows, sums):
+            return _folded_pseudo_p(g[rows], (sums + y[rows, None]) / total)
+
+        p_sim = random_neighbour_sums(y, wb, permutations, seed, cancelled=cancelled, reduce=fold)
         p_sim[n_nb == 0] = np.nan
     bins = confidence_bins(z, p, use_fdr)
     return GiStarResult(g, z, p, p_sim, bins, n_nb)

@@ -128,7 +128,10 @@ def mann_kendall(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n < 3:
         return np.full(len(x), np.nan), np.full(len(x), np.nan)
     i, j = np.triu_indices(n, 1)
-    s = np.sign(x[:, j] - x[:, i]).sum(axis=1)
+    s = np.empty(len(x))
+    step = max(1, 8_000_000 // len(i))  # rows at a time: 4,000 zones x 262 weeks would need 2 GB at once
+    for lo in range(0, len(x), step):
+        s[lo:lo + step] = np.sign(x[lo:lo + step, j] - x[lo:lo + step, i]).sum(axis=1)
     srt = np.sort(x, axis=1)
     # tie groups per row: run lengths of equal sorted values
     tie_terms = np.zeros(len(x))

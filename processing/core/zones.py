@@ -258,36 +258,75 @@ def two_opt(xy: np.ndarray, order: np.ndarray, max_passes: int = 4, max_span: in
     (vectorised over the path), and the locally best improving moves, which cannot overlap, are applied together:
     a pass costs O(n · max_span) in numpy, not O(n²) in Python. Only improving moves are applied, so the result is never
     longer than the input path."""
+    return two_opt_many(xy, np.asarray(order), np.array([0, len(order)]), np.array([max_passes]),
+                        np.array([max_span]))
+
+
+def _dist(px: np.ndarray, py: np.ndarray, a: slice, b: slice) -> np.ndarray:
+    """Distances between the points of two slices (sqrt of squares: np.hypot is several times slower)."""
+    dx, dy = px[a] - px[b], py[a] - py[b]
+    return np.sqrt(dx * dx + dy * dy)
+
+
+def two_opt_many(xy: np.ndarray, order: np.ndarray, bounds: np.ndarray, passes: np.ndarray,
+                 spans: np.ndarray) -> np.ndarray:
+    """two_opt on many paths at once: ``order`` holds the paths one after another, path z at positions
+    bounds[z]:bounds[z + 1], improved with at most passes[z] passes of spans below spans[z]. Each step is one set
+    of numpy operations over every path (200 zones cost what one does), with exactly the moves two_opt makes on
+    each path alone: the windows that pick non-overlapping moves never reach across paths."""
     from scipy.ndimage import maximum_filter1d
 
-    order = order.copy()
+    order = np.array(order, copy=True)
+    bounds = np.asarray(bounds, dtype=np.int64)
+    sizes = np.diff(bounds)
     n = len(order)
     if n < 4:
         return order
-    for _ in range(max_passes):
-        improved = False
-        for span in range(1, min(max_span, n - 1)):
-            p = xy[order]
-            i = np.arange(1, n - span)
-            j = i + span
-            has_next = j + 1 < n
-            d = p[np.minimum(j + 1, n - 1)]
-            old = np.hypot(*(p[i - 1] - p[i]).T) + np.where(has_next, np.hypot(*(p[j] - d).T), 0.0)
-            new = np.hypot(*(p[i - 1] - p[j]).T) + np.where(has_next, np.hypot(*(p[i] - d).T), 0.0)
-            gain = old - new
+    zone = np.repeat(np.arange(len(sizes)), sizes)
+    end = bounds[1:][zone]  # of each position's path
+    local = np.arange(n) - bounds[:-1][zone]
+    pad = 2 * (int(spans.max()) + 2) + 1  # a gap wider than any window between paths
+    slot = np.arange(n) + zone * pad
+    # the path's coordinates, kept in path order (one extra copy of the last at the end): every step then reads
+    # contiguous slices instead of gathering ten million random rows
+    px = np.append(xy[order, 0], xy[order[-1], 0])
+    py = np.append(xy[order, 1], xy[order[-1], 1])
+    ranked = np.empty(n + len(sizes) * pad)
+    positions = np.arange(n)
+    active = sizes >= 4  # paths still improving: a pass without a move ends a path's passes, as in two_opt
+    for k in range(int(passes.max())):
+        moved = np.zeros(len(sizes), dtype=bool)
+        live = active[zone] & (k < passes[zone]) & (local >= 1)
+        room = np.minimum(spans[zone], sizes[zone] - 1)
+        left = sizes[zone] - 1 - local  # positions after each one in its path
+        for span in range(1, int(spans.max())):
+            m = n - span - 1  # moves i = 1 .. n - span - 1; segment i..j, j = i + span
+            if m <= 0:
+                break
+            i_, a_, j_, d_ = slice(1, 1 + m), slice(0, m), slice(1 + span, 1 + span + m), slice(2 + span, 2 + span + m)
+            ok = live[i_] & (span <= left[i_]) & (span < room[i_])
+            if not ok.any():
+                continue
+            has_next = positions[j_] + 1 < end[i_]
+            old = _dist(px, py, a_, i_) + np.where(has_next, _dist(px, py, j_, d_), 0.0)
+            new = _dist(px, py, a_, j_) + np.where(has_next, _dist(px, py, i_, d_), 0.0)
+            gain = np.where(ok, old - new, -np.inf)
             if not (gain > 1e-9).any():
                 continue
             # the best move in every stretch of 2 * span + 5 positions: local maxima are far enough apart that
             # their segments and changed edges never overlap (ties broken by position), so all apply at once
-            ranked = gain + np.arange(len(gain)) * 1e-12
+            ranked.fill(-np.inf)
+            ranked[slot[i_]] = gain + (local[i_] - 1) * 1e-12
             peak = maximum_filter1d(ranked, size=2 * (span + 2) + 1, mode="constant", cval=-np.inf)
-            starts = i[(ranked == peak) & (gain > 1e-9)]
+            starts = np.flatnonzero((ranked[slot[i_]] == peak[slot[i_]]) & (gain > 1e-9)) + 1
             if not len(starts):
                 continue
             idx = starts[:, None] + np.arange(span + 1)
-            order[idx] = order[idx[:, ::-1]]
-            improved = True
-        if not improved:
+            rev = idx[:, ::-1]
+            order[idx], px[idx], py[idx] = order[rev], px[rev], py[rev]
+            moved[zone[starts]] = True
+        active &= moved
+        if not active.any():
             break
     return order
 
@@ -350,15 +389,35 @@ CURVE_ABOVE = 1500  # locations in a zone above which the route starts from a Hi
 def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     """Route through distinct locations: nearest-neighbour tour from the location closest to ``start_xy`` (or
     the westernmost), then 2-opt. Returns (order, length, nearest-neighbour length)."""
-    if len(xy) == 0:
-        return np.zeros(0, dtype=np.int64), 0.0, 0.0
-    if start_xy is not None:
-        start = int(np.argmin(((xy - start_xy) ** 2).sum(axis=1)))
-    else:
-        start = int(np.lexsort((xy[:, 1], xy[:, 0]))[0])
-    # a greedy walk for ordinary zones; along a Hilbert curve for large ones (no per-location Python step)
-    small = len(xy) <= CURVE_ABOVE
-    nn = nearest_neighbour_path(xy, start) if small else curve_path(xy, start)
-    nn_len = path_length(xy, nn)
-    improved = two_opt(xy, nn) if small else two_opt(xy, nn, max_passes=3, max_span=16)
-    return improved, path_length(xy, improved), nn_len
+    return walking_routes([xy], [start_xy])[0]
+
+
+def walking_routes(zones: list[np.ndarray], starts: list | None = None) -> list[tuple[np.ndarray, float, float]]:
+    """walking_route for many zones: the first paths zone by zone, the 2-opt of all of them at once."""
+    starts = starts or [None] * len(zones)
+    firsts, passes, spans = [], [], []
+    for xy, start_xy in zip(zones, starts):
+        if len(xy) == 0:
+            firsts.append(np.zeros(0, dtype=np.int64))
+        else:
+            if start_xy is not None:
+                start = int(np.argmin(((xy - start_xy) ** 2).sum(axis=1)))
+            else:
+                start = int(np.lexsort((xy[:, 1], xy[:, 0]))[0])
+            # a greedy walk for ordinary zones; along a Hilbert curve for large ones (no per-location Python step)
+            small = len(xy) <= CURVE_ABOVE
+            firsts.append(nearest_neighbour_path(xy, start) if small else curve_path(xy, start))
+        passes.append(4 if len(xy) <= CURVE_ABOVE else 3)
+        spans.append(32 if len(xy) <= CURVE_ABOVE else 16)
+    sizes = np.array([len(xy) for xy in zones], dtype=np.int64)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    if not len(zones) or bounds[-1] == 0:
+        return [(f, 0.0, 0.0) for f in firsts]
+    every = np.vstack([xy for xy in zones if len(xy)])
+    improved = two_opt_many(every, np.concatenate(firsts) + np.repeat(bounds[:-1], sizes), bounds,
+                            np.array(passes), np.array(spans))
+    out = []
+    for z, xy in enumerate(zones):
+        route = improved[bounds[z]:bounds[z + 1]] - bounds[z]
+        out.append((route, path_length(xy, route), path_length(xy, firsts[z])))
+    return out

@@ -260,3 +260,19 @@ def test_gtfs_zip_bombs_damage_and_missing_route_ids(tmp_path, monkeypatch):
     result = gtfs.read_stops(feed)
     assert np.isnan(result.stops["routes"]).all()
     assert any("trips.txt has no route_id" in w for w in result.warnings)
+
+
+def test_routes_of_many_zones_at_once_equal_each_zone_alone():
+    """#16: the 2-opt of all zones runs as one set of numpy steps; its moves must be exactly those each zone
+    gets alone (windows never reach across zones), for small (nearest-neighbour) and large (curve) zones."""
+    from civic311.processing.core.zones import walking_routes
+
+    rng = np.random.default_rng(16)
+    zones = [rng.uniform(0, 500, (m, 2)) for m in (0, 1, 3, 4, 60, 1400, 1700, 4000)]
+    starts = [None, None, np.array([0.0, 0.0]), None, np.array([250.0, 250.0]), None, None, np.array([500.0, 0.0])]
+    together = walking_routes(zones, starts)
+    for xy, start, (order, length, nn_length) in zip(zones, starts, together):
+        alone, alone_length, alone_nn = walking_route(xy, start)
+        np.testing.assert_array_equal(order, alone)
+        assert sorted(order.tolist()) == list(range(len(xy)))  # every location once
+        assert length == pytest.approx(alone_length) and length <= nn_length + 1e-9
