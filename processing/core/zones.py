@@ -268,56 +268,73 @@ def _dist(px: np.ndarray, py: np.ndarray, a: slice, b: slice) -> np.ndarray:
     return np.sqrt(dx * dx + dy * dy)
 
 
+def _window_max(values: np.ndarray, half: int) -> np.ndarray:
+    """The maximum over values[i - half : i + half + 1] at each i (-inf beyond the ends), in cache-sized blocks."""
+    from scipy.ndimage import maximum_filter1d
+
+    out = np.empty_like(values)
+    for lo in range(0, len(values), GAIN_BLOCK):
+        hi = min(len(values), lo + GAIN_BLOCK)
+        a, b = max(0, lo - half), min(len(values), hi + half)
+        block = maximum_filter1d(values[a:b], size=2 * half + 1, mode="constant", cval=-np.inf)
+        out[lo:hi] = block[lo - a:hi - a]
+    return out
+
+
 def two_opt_many(xy: np.ndarray, order: np.ndarray, bounds: np.ndarray, passes: np.ndarray,
                  spans: np.ndarray) -> np.ndarray:
     """two_opt on many paths at once: ``order`` holds the paths one after another, path z at positions
     bounds[z]:bounds[z + 1], improved with at most passes[z] passes of spans below spans[z]. Each step is one set
     of numpy operations over every path (200 zones cost what one does), with exactly the moves two_opt makes on
     each path alone: the windows that pick non-overlapping moves never reach across paths."""
-    from scipy.ndimage import maximum_filter1d
-
     order = np.array(order, copy=True)
     bounds = np.asarray(bounds, dtype=np.int64)
     sizes = np.diff(bounds)
     n = len(order)
     if n < 4:
         return order
-    zone = np.repeat(np.arange(len(sizes)), sizes)
-    end = bounds[1:][zone]  # of each position's path
-    local = np.arange(n) - bounds[:-1][zone]
+    # per position, in 32-bit integers (ten million locations: 40 MB an array)
+    zone = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    end = bounds[1:].astype(np.int32)[zone]  # of each position's path
+    local = (np.arange(n, dtype=np.int32) - bounds[:-1].astype(np.int32)[zone]).astype(np.int32)
     pad = 2 * (int(spans.max()) + 2) + 1  # a gap wider than any window between paths
-    slot = np.arange(n) + zone * pad
+    slot = np.arange(n, dtype=np.int64) + zone.astype(np.int64) * pad
     # the path's coordinates, kept in path order (one extra copy of the last at the end): every step then reads
     # contiguous slices instead of gathering ten million random rows
     px = np.append(xy[order, 0], xy[order[-1], 0])
     py = np.append(xy[order, 1], xy[order[-1], 1])
     ranked = np.empty(n + len(sizes) * pad)
-    positions = np.arange(n)
+    positions = np.arange(n, dtype=np.int32)
     active = sizes >= 4  # paths still improving: a pass without a move ends a path's passes, as in two_opt
     for k in range(int(passes.max())):
         moved = np.zeros(len(sizes), dtype=bool)
         live = active[zone] & (k < passes[zone]) & (local >= 1)
-        room = np.minimum(spans[zone], sizes[zone] - 1)
-        left = sizes[zone] - 1 - local  # positions after each one in its path
+        room = np.minimum(spans, sizes - 1).astype(np.int32)[zone]
+        left = (sizes.astype(np.int32) - 1)[zone] - local  # positions after each one in its path
         for span in range(1, int(spans.max())):
             m = n - span - 1  # moves i = 1 .. n - span - 1; segment i..j, j = i + span
             if m <= 0:
                 break
-            i_, a_, j_, d_ = slice(1, 1 + m), slice(0, m), slice(1 + span, 1 + span + m), slice(2 + span, 2 + span + m)
+            i_ = slice(1, 1 + m)
             ok = live[i_] & (span <= left[i_]) & (span < room[i_])
             if not ok.any():
                 continue
-            has_next = positions[j_] + 1 < end[i_]
-            old = _dist(px, py, a_, i_) + np.where(has_next, _dist(px, py, j_, d_), 0.0)
-            new = _dist(px, py, a_, j_) + np.where(has_next, _dist(px, py, i_, d_), 0.0)
-            gain = np.where(ok, old - new, -np.inf)
+            gain = np.full(m, -np.inf)
+            for lo in range(0, m, GAIN_BLOCK):  # blocks that stay in cache (10M-long temporaries do not)
+                hi = min(m, lo + GAIN_BLOCK)
+                i_b, a_b = slice(1 + lo, 1 + hi), slice(lo, hi)
+                j_b, d_b = slice(1 + span + lo, 1 + span + hi), slice(2 + span + lo, 2 + span + hi)
+                has_next = positions[j_b] + 1 < end[i_b]
+                old = _dist(px, py, a_b, i_b) + np.where(has_next, _dist(px, py, j_b, d_b), 0.0)
+                new = _dist(px, py, a_b, j_b) + np.where(has_next, _dist(px, py, i_b, d_b), 0.0)
+                np.copyto(gain[lo:hi], old - new, where=ok[lo:hi])
             if not (gain > 1e-9).any():
                 continue
             # the best move in every stretch of 2 * span + 5 positions: local maxima are far enough apart that
             # their segments and changed edges never overlap (ties broken by position), so all apply at once
             ranked.fill(-np.inf)
             ranked[slot[i_]] = gain + (local[i_] - 1) * 1e-12
-            peak = maximum_filter1d(ranked, size=2 * (span + 2) + 1, mode="constant", cval=-np.inf)
+            peak = _window_max(ranked, span + 2)
             starts = np.flatnonzero((ranked[slot[i_]] == peak[slot[i_]]) & (gain > 1e-9)) + 1
             if not len(starts):
                 continue
@@ -384,6 +401,7 @@ def mst_length(xy: np.ndarray) -> float:
 
 
 CURVE_ABOVE = 1500  # locations in a zone above which the route starts from a Hilbert curve
+GAIN_BLOCK = 262_144  # positions per block of two_opt_many's steps (blocks stay in cache; 10M-long arrays do not)
 
 
 def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:

@@ -9,8 +9,9 @@ written again by GDAL, in a plain Python process) and the ratio to it. At 10M th
 the row says; set BENCH_NATIVE_10M=1 to run them at 10M.
 
 Environment: BENCH_SCALES (default "10k,100k,1M"; "10M" builds a 10-million-request city over five years, once),
-BENCH_TASKS (default all of "precincts,trends,field_ops,fetch_import"), ESDA_PYTHON (optional: a Python with
-esda installed, to add esda's G_Local as the reference for the Gi* row; esda is never a civic311 dependency).
+BENCH_TASKS (default all of "precincts,trends,field_ops,fetch_import"; field_ops = transit + zones),
+ESDA_PYTHON (optional: a Python with esda installed, to add esda's G_Local as the reference for the Gi* row;
+esda is never a civic311 dependency).
 `make bench-qgis340` runs it on QGIS 3.40 in the CI chroot.
 """
 
@@ -127,6 +128,11 @@ def mean_zone_radius(path: str, field: str) -> float:
 
 
 def field_ops(city, scale, work, env, row) -> None:
+    transit(city, scale, work, env, row)
+    zones(city, scale, work, env, row)
+
+
+def transit(city, scale, work, env, row) -> None:
     req, stops = f"{city}|layername=requests", f"{city}|layername=stops"
     ours = run_alg("civic311:transitaccess", {"INPUT": req, "STOPS": stops, "OUTPUT": work / f"ta_{scale}.gpkg"},
                    env)
@@ -135,6 +141,10 @@ def field_ops(city, scale, work, env, row) -> None:
                         city, scale, env, ("INPUT", "HUBS"))
     row("transitaccess (12,000 stops)", scale, ours, native, "qgis:distancetonearesthubpoints", ">= 50x",
         floor(str(city), "requests", "", [work / f"ta_{scale}.gpkg"], env))
+
+
+def zones(city, scale, work, env, row) -> None:
+    req = f"{city}|layername=requests"
     km = work / f"km_{scale}.gpkg"
     ours = run_alg("civic311:canvasszones", {"INPUT": req, "METHOD": 0, "ZONE_COUNT": 200, "OUTPUT": km,
                                              "ZONES": work / f"km_zones_{scale}.gpkg",
@@ -310,7 +320,8 @@ def main() -> None:
         if "precincts" in tasks:
             precincts(city, scale, work, env, row)
         if scale in ("1M", "10M") or os.environ.get("BENCH_ALL_ROWS"):
-            for name, task in (("trends", trends), ("field_ops", field_ops), ("fetch_import", fetch_import)):
+            for name, task in (("trends", trends), ("field_ops", field_ops), ("transit", transit), ("zones", zones),
+                               ("fetch_import", fetch_import)):
                 if name in tasks:
                     task(city, scale, work, env, row)
     print()
