@@ -329,41 +329,11 @@ def computed_ahead(items: Iterable, convert: Callable) -> Iterator:
     """``convert(item)`` for each of ``items``, computed in a worker thread one item ahead of the consumer, so
     numpy or KD-tree work on the next piece overlaps SQLite work on this one (both release the GIL). An error in
     the worker is raised in the consumer; a consumer that stops early stops the worker."""
-    pending: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    done = object()
+    def produce(hand) -> None:
+        for item in items:
+            hand(convert(item))
 
-    def hand_over(value) -> bool:
-        while not stop.is_set():
-            try:
-                pending.put(value, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not hand_over((convert(item), None)):
-                    return
-            hand_over((done, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            hand_over((None, exc))
-
-    worker = threading.Thread(target=work, name="civic311-ahead", daemon=True)
-    worker.start()
-    try:
-        while True:
-            value, error = pending.get()
-            if error is not None:
-                raise error
-            if value is done:
-                return
-            yield value
-    finally:
-        stop.set()
-        worker.join()
+    return produced_ahead(produce, depth=1)
 
 
 def produced_ahead(produce: Callable[[Callable], None], depth: int = 2) -> Iterator:
