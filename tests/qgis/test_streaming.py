@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from portal_mock import Portal
 from test_fetch_import import check_equation, fetch
 
@@ -136,3 +137,24 @@ def test_fetch_keeps_a_named_field_missing_from_the_first_chunk(run_alg, http_se
     assert abs(xy.y() - 41.8506) < 0.001 and abs(xy.x() + 87.6720) < 0.001
     assert any("FIELD_MAP names 'no_such_field', which the portal never returned" in m
                for m in res["_feedback"].messages)
+
+
+@pytest.mark.parametrize("name", ["losangeles_myla311-2017.csv", "neworleans_socrata-ticket.json",
+                                  "newport-ri_seeclickfix-v2-flattened.json", "sanfrancisco_open311-2010.json",
+                                  "nyc_erm2nwe9-export.csv"])
+def test_real_exports_in_chunks_equal_one_pass(run_alg, tmp_path, monkeypatch, name):
+    """Every real export gives the same rows, rejects and counts when cut into chunks of 37 rows (placeholder
+    points, swapped pairs, X/Y rows and duplicates spread over many chunks)."""
+    from civic311.processing.algorithms import importrequests
+
+    path = str(SHARED / "external_exports" / name)
+    params = {"INPUT": path, "OUTPUT": "memory:", "REJECTED": "memory:"}
+    if name.startswith("neworleans"):
+        params["XY_CRS"] = "EPSG:3452"
+    one = run_alg("civic311:importrequests", params)
+    monkeypatch.setattr(importrequests, "STREAM_CHUNK", 37)
+    many = run_alg("civic311:importrequests", params)
+    for key in ("FETCHED", "KEPT", "REJECTED_COUNT", "DUPLICATES"):
+        assert one[key] == many[key], key
+    assert layer_rows(one["OUTPUT"]) == layer_rows(many["OUTPUT"])
+    assert rejected_rows(one["REJECTED"]) == rejected_rows(many["REJECTED"])
