@@ -498,7 +498,6 @@ class RequestStream:
         self.keys: list[np.ndarray] = []
         self.address_hashes: list[np.ndarray] = []
         self.address_sample: list[str] = []
-        self.area = None
 
     def add(self, result: Normalised) -> None:
         """Write one normalised chunk (after locate_xy)."""
@@ -526,7 +525,6 @@ class RequestStream:
         self.unread.update(result.unread)
         self.counts.update(result.counts)
         self.categories.update(kept["category"].value_counts().to_dict())
-        self.area = self.area or result.area
 
     def write_rejected(self, rejected) -> None:
         if self.rsink is None or not len(rejected):
@@ -542,11 +540,9 @@ class RequestStream:
     def flag_placeholders(self) -> None:
         """Rows at placeholder points (core.infer.placeholder_points) leave OUTPUT for REJECTED, or are
         reported and kept (placeholders True)."""
-        import re
-
         import pandas as pd
 
-        from .core.infer import placeholder_points
+        from .core.infer import common_words, placeholder_points
 
         keys = np.concatenate(self.keys) if self.keys else np.empty(0, dtype=np.int64)
         hashes = np.concatenate(self.address_hashes) if self.keys else np.empty(0, dtype=np.uint64)
@@ -575,10 +571,7 @@ class RequestStream:
         lon = ((key >> 28) - 181_000_000) / 1e6
         lat = ((key & ((1 << 28) - 1)) - 91_000_000) / 1e6
         address = np.array([g[1] for g in got], dtype=object)
-        counts = pd.Series([w for t in self.address_sample for w in set(re.findall(r"[A-Z0-9]+", t.upper()))],
-                           dtype=object).value_counts()
-        common = frozenset(counts[counts >= 0.1 * max(len(self.address_sample), 1)].index)
-        mask, points = placeholder_points(lon, lat, address, common=common)
+        mask, points = placeholder_points(lon, lat, address, common=common_words(self.address_sample))
         keep = bool(self.placeholders)
         for plon, plat, count, streets in points:
             fate = " (kept: KEEP_PLACEHOLDERS)." if keep else "; they go to REJECTED."
@@ -667,15 +660,3 @@ class RequestStream:
         del sink
         Path(self.staged[0]).unlink(missing_ok=True)
         return dest_id
-
-
-def write_outputs(alg, parameters, context, feedback, result: Normalised, source: str,
-                  placeholders: bool | None = None, tz: str | None = None) -> dict:
-    """OUTPUT, REJECTED and the counts of one normalised frame (a stream of one chunk)."""
-    stream = RequestStream(alg, parameters, context, feedback, source, placeholders, tz)
-    try:
-        stream.add(result)
-    except BaseException:
-        stream.abort()
-        raise
-    return stream.finish()

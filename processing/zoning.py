@@ -83,7 +83,7 @@ def zone_requests(alg, parameters, context, feedback, category_field: str = "") 
                           converters={"created_at": to_datetimes})
         zone_of = assign_points_to_polygons(pts.x, pts.y, table.polygons)
         ids = [str(f[id_field]) for f in table.features]
-        result = ZonedRequests(ids, zone_of, to_datetimes(pts.attrs["created_at"]),
+        result = ZonedRequests(ids, zone_of, pts.attrs["created_at"],
                                pts.attrs.get(category_field), table.features, None, table.polygons, None,
                                table.centroids, zsource.sourceCrs(), zsource.fields(), zsource.wkbType())
     else:
@@ -107,7 +107,7 @@ def zone_requests(alg, parameters, context, feedback, category_field: str = "") 
             g.transform(back)
             geoms.append(g)
         ids = [f"hex_{a}_{b}" for a, b in qr]
-        result = ZonedRequests(ids, zone_of.ravel().astype(np.int64), to_datetimes(pts.attrs["created_at"]),
+        result = ZonedRequests(ids, zone_of.ravel().astype(np.int64), pts.attrs["created_at"],
                                pts.attrs.get(category_field), None, geoms, None, qr, np.column_stack([cx, cy]),
                                source.sourceCrs(), None, None)
     result.unlocated = pts.null_geometry + int((result.zone_of < 0).sum())

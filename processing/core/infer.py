@@ -489,6 +489,15 @@ def _street_groups(sets: list[frozenset]) -> int:
     return len(groups)
 
 
+def common_words(addresses: list[str]) -> frozenset:
+    """Words in at least a tenth of ``addresses`` (a sample of the file's): the city's own name and state."""
+    import pandas as pd
+
+    counts = pd.Series([w for t in addresses for w in set(re.findall(r"[A-Z0-9]+", t.upper()))],
+                       dtype=object).value_counts()
+    return frozenset(counts[counts >= 0.1 * max(len(addresses), 1)].index)
+
+
 def placeholder_points(lon: np.ndarray, lat: np.ndarray, address: np.ndarray | None, min_requests: int = 5,
                        min_streets: int = 4, common: frozenset | None = None
                        ) -> tuple[np.ndarray, list[tuple[float, float, int, int]]]:
@@ -516,9 +525,7 @@ def placeholder_points(lon: np.ndarray, lat: np.ndarray, address: np.ndarray | N
     at_big = key.isin(big.index)
     if common is None:
         texts = pd.Series(address, dtype=object).dropna().astype(str)
-        sample = texts.sample(min(len(texts), 20_000), random_state=0) if len(texts) else texts
-        counts = pd.Series([w for t in sample for w in set(re.findall(r"[A-Z0-9]+", t.upper()))]).value_counts()
-        common = frozenset(counts[counts >= 0.1 * max(len(sample), 1)].index)
+        common = common_words((texts.sample(min(len(texts), 20_000), random_state=0) if len(texts) else texts).tolist())
     pairs = frame[at_big].dropna(subset=["addr"]).drop_duplicates()
     found, flagged = [], []
     for (x, y), addrs in pairs.groupby(["lon", "lat"], sort=False)["addr"]:

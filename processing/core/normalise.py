@@ -295,8 +295,6 @@ class Normalised:
     rejected: pd.DataFrame  # raw_id, reject_reason, row
     duplicates: int
     read: int
-    swapped: int = 0
-    warnings: list[str] = field(default_factory=list)
     unread: dict[str, int] = field(default_factory=dict)  # role -> rows whose value could not be read
     counts: dict[str, int] = field(default_factory=dict)  # what the warnings count: swapped, instants, closed_early
     area: tuple[float, float, float, float] | None = None  # the reference area swapped pairs were judged against
@@ -581,7 +579,6 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     keep = ok & ~dup
     counts = {"swapped": swapped, "instants": int(instants.get("instants", 0)),
               "closed_early": int(((closed < created).to_numpy() & keep).sum())}
-    warnings = row_warnings(counts, fmap.tz)
     columns = {"request_id": rid, "created_at": created, "closed_at": closed, "status": status,
                "category": category, "descriptor": _text(col("descriptor"), n), "agency": _text(col("agency"), n),
                "address": _text(col("address"), n), "source": source, "channel": channel,
@@ -590,4 +587,4 @@ def normalise(frame: pd.DataFrame, fmap: FieldMap, source: str,
     every = bool(keep.all())
     kept = pd.DataFrame({name: value if np.isscalar(value) or every else np.asarray(value)[keep]
                          for name, value in columns.items()}, index=pd.RangeIndex(int(keep.sum())), copy=False)
-    return Normalised(kept, rejected, int(dup.sum()), n, swapped, warnings, unread, counts, area)
+    return Normalised(kept, rejected, int(dup.sum()), n, unread, counts, area)

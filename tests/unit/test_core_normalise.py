@@ -80,7 +80,7 @@ def test_normalise_accounts_for_every_row_with_numeric_and_text_coordinates():
     assert reasons == {"B": "missing coordinates", "C": "zero coordinates", "A": "duplicate request id",
                        "G": "unparseable created_at"}
     assert result.kept["request_id"].tolist() == ["A", "D", "E", "F"]
-    assert result.swapped == 1 and result.kept.loc[2, "lat"] == 41.8 and result.kept.loc[2, "lon"] == -87.6
+    assert result.counts["swapped"] == 1 and result.kept.loc[2, "lat"] == 41.8 and result.kept.loc[2, "lon"] == -87.6
     assert len(result.kept) + len(result.rejected) == len(frame) and result.duplicates == 1
     assert result.rejected["row"].tolist() == [2, 3, 6, 8]
 
