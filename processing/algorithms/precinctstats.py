@@ -177,7 +177,8 @@ class PrecinctStats(Civic311Algorithm):
             wanted.append("created_at")
 
         feedback.setProgressText(self.tr("Reading requests"))
-        points = read_points(self, parameters, "REQUESTS", context, feedback, wanted)
+        points = read_points(self, parameters, "REQUESTS", context, feedback, wanted,
+                             categorical=[category_field] if category_field else [])
         feedback.setProgressText(self.tr("Reading precincts"))
         precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=points.crs,
                                   label_field=id_field)
@@ -204,9 +205,9 @@ class PrecinctStats(Civic311Algorithm):
             out_of_range = int((~keep).sum())
         excluded = 0
         if exclude:
-            lowered = np.array([str(c).strip().lower() if c is not None else "" for c in categories.tolist()],
-                               dtype=object)
-            out = keep & np.isin(lowered, list(exclude))
+            cats = pd.Categorical(categories)  # a Categorical already, unless read from a non-text field
+            hit = np.isin([str(c).strip().lower() for c in cats.categories], list(exclude))
+            out = keep & np.append(hit, False)[cats.codes]  # code -1 (no category) is never excluded
             excluded = int(out.sum())
             keep &= ~out
             feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")

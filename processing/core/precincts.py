@@ -104,6 +104,27 @@ def suppress_counts(counts: np.ndarray, requests: np.ndarray, threshold: int) ->
     return hidden
 
 
+def category_codes(categories, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(code per kept row, labels sorted as text) of a category column: missing values are "(none)". A pandas
+    Categorical is recoded through its few categories, with no Python object per row."""
+    import pandas as pd
+
+    if isinstance(categories, pd.Categorical):
+        labels = np.array([str(c) for c in categories.categories] + ["(none)"], dtype=object)
+        if len(set(labels.tolist())) == len(labels):
+            codes = categories.codes[keep].astype(np.int64)
+            codes[codes < 0] = len(labels) - 1
+            order = np.argsort(labels, kind="stable")
+            used = np.bincount(codes, minlength=len(labels))[order] > 0  # only the labels that occur
+            rank = np.full(len(labels), -1, dtype=np.int64)
+            rank[order[used]] = np.arange(int(used.sum()))
+            return rank[codes], labels[order[used]]
+        categories = np.asarray(categories, dtype=object)  # two categories with the same text: merge them
+    cats = pd.Series(np.asarray(categories, dtype=object)[keep]).fillna("(none)").astype(str)
+    codes, labels = pd.factorize(cats, sort=True)
+    return codes, np.asarray(labels, dtype=object)
+
+
 def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts: int,
               voters: np.ndarray | None = None, ballots: np.ndarray | None = None,
               top_n: int = 5, suppress_below: int = 0, located: np.ndarray | None = None) -> PrecinctSummary:
@@ -167,8 +188,7 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
     names: list[str] = []
     counts = np.zeros((n_precincts, 0))
     if categories is not None and matched:
-        cats = pd.Series(np.asarray(categories, dtype=object)[inside]).fillna("(none)").astype(str)
-        codes, labels = pd.factorize(cats, sort=True)  # labels sorted: ties go to the alphabetically first
+        codes, labels = category_codes(categories, inside)  # labels sorted: ties go to the alphabetically first
         n_cat = len(labels)
         table = np.bincount(assignment[inside] * n_cat + codes, minlength=n_precincts * n_cat)
         table = table.reshape(n_precincts, n_cat)

@@ -184,3 +184,52 @@ def test_bad_input_gives_clear_errors(run_alg):
     # no requests at all: every precinct gets 0, nothing crashes
     res = run_alg(ALG, {**BASE, "REQUESTS": memory_points([]), "PRECINCTS": prec})
     assert res["MATCHED"] == 0 and [f["requests"] for f in res["OUTPUT"].getFeatures()] == [0, 0, 0, 0]
+
+
+CRAFTED_CATEGORIES = ["Street Light Out", "Street Lights All Out", "Street Light Out - Complete", "árbol caído",
+                      "Árbol Caído", None, "", "(none)", "x" * 300, "x" * 299 + "y"]
+
+
+def test_categories_read_as_codes_match_the_per_feature_read(run_alg, tmp_path):
+    """Regression for #16: categories are read from a GeoPackage as codes into one table of distinct values
+    (fast path) instead of one Python string per row. Names that share their first 8 or 299 bytes, UTF-8
+    names, NULL, '' and a literal "(none)" must give exactly what the per-feature read gives."""
+    from osgeo import ogr, osr
+
+    src = ogr.Open(str(SAMPLE))
+    requests = src.GetLayerByName("requests")
+    path = tmp_path / "crafted.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    layer = ds.CreateLayer("requests", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("category", ogr.OFTString))
+    expected = {}
+    for i, feat in enumerate(requests):
+        out = ogr.Feature(layer.GetLayerDefn())
+        out.SetGeometry(feat.GetGeometryRef().Clone())
+        name = CRAFTED_CATEGORIES[(i * 7) % len(CRAFTED_CATEGORIES)]
+        if name is not None:
+            out.SetField("category", name)
+        layer.CreateFeature(out)
+        expected[name] = expected.get(name, 0) + 1
+    ds = None
+    params = {**BASE, "PRECINCTS": f"{SAMPLE}|layername=precincts", "TOP_CATEGORIES": 10}
+    fast = run_alg(ALG, {**params, "REQUESTS": f"{path}|layername=requests"})
+    from qgis.core import QgsProcessingFeatureSourceDefinition
+
+    slow = run_alg(ALG, {**params, "REQUESTS": QgsProcessingFeatureSourceDefinition(
+        f"{path}|layername=requests", featureLimit=10**9)})  # a feature limit takes the per-feature read
+    rows = [[f.attributes() for f in res["OUTPUT"].getFeatures()] for res in (fast, slow)]
+    assert rows[0] == rows[1]
+    names = [f.name() for f in fast["OUTPUT"].fields() if f.name().startswith("cat_")]
+    assert len(names) == 8  # eight distinct texts; NULL, '' and "(none)" are one "(none)"
+    total = {name: sum(f[name] for f in fast["OUTPUT"].getFeatures()) for name in names}
+    assert sum(total.values()) == fast["MATCHED"]
+    assert fast["MATCHED"] + fast["UNMATCHED"] == sum(expected.values())
+    # EXCLUDE_CATEGORIES compares lower-cased text: both spellings of "árbol caído" go, nothing else
+    dropped = run_alg(ALG, {**params, "REQUESTS": f"{path}|layername=requests",
+                            "EXCLUDE_CATEGORIES": "ÁRBOL CAÍDO".lower()})
+    gone = expected["árbol caído"] + expected["Árbol Caído"]
+    assert f"EXCLUDE_CATEGORIES left out {gone} request(s)" in "\n".join(dropped["_feedback"].messages)
+    assert dropped["MATCHED"] + dropped["UNMATCHED"] == sum(expected.values()) - gone

@@ -180,8 +180,9 @@ def test_suppression_is_complementary_and_top_category_is_not_leaked():
 
 
 def test_assignment_does_not_loop_over_polygons(monkeypatch):
-    """Regression for #16: 2,500 polygons are handled by two vectorised exact-test calls (run starts, then the
-    points in boundary cells), not one numpy pass per polygon."""
+    """Regression for #16: 2,500 polygons are handled by vectorised exact-test calls whose number depends on
+    the points (one for the run starts, one per block of points for those in boundary cells), not one numpy
+    pass per polygon."""
     from civic311.processing.core import geometry
 
     calls = []
@@ -195,6 +196,24 @@ def test_assignment_does_not_loop_over_polygons(monkeypatch):
     tiles = [square(i, j) for j in range(50) for i in range(50)]
     rng = np.random.default_rng(3)
     px, py = rng.uniform(0, 50, 200_000), rng.uniform(0, 50, 200_000)
-    result = assign_points_to_polygons(px, py, tiles)
+    result = assign_points_to_polygons(px, py, tiles, chunk=100_000)
     np.testing.assert_array_equal(result, np.floor(py).astype(int) * 50 + np.floor(px).astype(int))
-    assert len(calls) == 2 and calls[1] < len(px) / 2  # most points took their cell's label
+    assert len(calls) == 3 and sum(calls[1:]) < len(px) / 2  # most points took their cell's label
+
+
+def test_category_codes_of_a_categorical_equal_those_of_plain_text():
+    """#16: summarise recodes a pandas Categorical through its categories; same codes and sorted labels as
+    the per-row text path, with missing values and a literal "(none)" merged into "(none)"."""
+    import pandas as pd
+
+    from civic311.processing.core.precincts import category_codes
+
+    values = np.array(["b", None, "a", "(none)", "c", "b", None, "zz"], dtype=object)
+    keep = np.array([True, True, True, True, False, True, True, True])
+    plain = category_codes(values, keep)
+    coded = category_codes(pd.Categorical(values), keep)
+    assert list(plain[1]) == ["(none)", "a", "b", "zz"]  # "c" is not kept: no label
+    np.testing.assert_array_equal(coded[0], plain[0])
+    assert list(coded[1]) == list(plain[1])
+    unique = category_codes(pd.Categorical(["b", None, "a"]), np.ones(3, dtype=bool))
+    assert list(unique[1]) == ["(none)", "a", "b"] and list(unique[0]) == [2, 0, 1]
