@@ -201,18 +201,15 @@ def summarise_zones(x, y, labels, weights=None) -> ZoneSummary:
 
 def zone_locations(x: np.ndarray, y: np.ndarray, labels: np.ndarray, zone_ids: np.ndarray) -> list[np.ndarray]:
     """The distinct locations (m, 2) of each zone in ``zone_ids``, sorted by x then y (as ``np.unique(axis=0)``,
-    which sorts rows as opaque records and was ten times slower), grouped in one sort."""
+    which sorts rows as opaque records and was ten times slower: here as complex numbers), grouped in one
+    sort."""
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.r_[zone_ids, np.iinfo(np.int64).max])
     out = []
     for j in range(len(zone_ids)):
         members = order[bounds[j]:bounds[j + 1]]
-        zx, zy = x[members], y[members]
-        by_xy = np.lexsort((zy, zx))
-        zx, zy = zx[by_xy], zy[by_xy]
-        new = np.ones(len(zx), dtype=bool)
-        new[1:] = (zx[1:] != zx[:-1]) | (zy[1:] != zy[:-1])
-        out.append(np.column_stack([zx[new], zy[new]]))
+        distinct = np.unique(x[members] + 1j * y[members])  # complex numbers sort by real, then imaginary part
+        out.append(np.column_stack([distinct.real, distinct.imag]))
     return out
 
 
@@ -277,17 +274,25 @@ def _dist(px: np.ndarray, py: np.ndarray, a: slice, b: slice) -> np.ndarray:
     return np.sqrt(dx * dx + dy * dy)
 
 
-def _window_max(values: np.ndarray, half: int) -> np.ndarray:
-    """The maximum over values[i - half : i + half + 1] at each i (-inf beyond the ends), in cache-sized blocks."""
-    from scipy.ndimage import maximum_filter1d
-
-    out = np.empty_like(values)
-    for lo in range(0, len(values), GAIN_BLOCK):
-        hi = min(len(values), lo + GAIN_BLOCK)
-        a, b = max(0, lo - half), min(len(values), hi + half)
-        block = maximum_filter1d(values[a:b], size=2 * half + 1, mode="constant", cval=-np.inf)
-        out[lo:hi] = block[lo - a:hi - a]
-    return out
+def _best_moves(gain: np.ndarray, tiebreak: np.ndarray, half: int) -> np.ndarray:
+    """Positions of the improving moves (gain > 1e-9) that are the best improving move within ``half`` positions
+    either side (by gain plus ``tiebreak``; an exact tie of the two goes to the earlier position). Such moves are more than ``half``
+    apart, so their segments never overlap. Only the improving positions are compared (a few percent of the
+    path after the first steps), each with its improving neighbours in the window."""
+    cand = np.flatnonzero(gain > 1e-9)
+    if len(cand) < 2:
+        return cand
+    score = gain[cand] + tiebreak[cand]
+    best = np.ones(len(cand), dtype=bool)
+    for k in range(1, len(cand)):
+        near = cand[k:] - cand[:-k] <= half  # pairs k apart in the list and within the window
+        if not near.any():
+            break
+        lower, upper = np.flatnonzero(near), np.flatnonzero(near) + k
+        later_wins = score[upper] > score[lower]  # a tie keeps the earlier position
+        best[lower[later_wins]] = False
+        best[upper[~later_wins]] = False
+    return cand[best]
 
 
 def two_opt_many(xy: np.ndarray, order: np.ndarray, bounds: np.ndarray, passes: np.ndarray,
@@ -295,85 +300,96 @@ def two_opt_many(xy: np.ndarray, order: np.ndarray, bounds: np.ndarray, passes: 
     """two_opt on many paths at once: ``order`` holds the paths one after another, path z at positions
     bounds[z]:bounds[z + 1], improved with at most passes[z] passes of spans below spans[z]. Each step is one set
     of numpy operations over every path (200 zones cost what one does), with exactly the moves two_opt makes on
-    each path alone: the windows that pick non-overlapping moves never reach across paths."""
+    each path alone.
+
+    The paths are laid out in "slots" with a gap of empty slots (NaN coordinates) between them, wider than any
+    segment: a move never reaches across paths, the windows that pick non-overlapping moves never hold two
+    paths' moves, and every step reads contiguous slices (no gather or scatter of ten million positions)."""
     order = np.array(order, copy=True)
     bounds = np.asarray(bounds, dtype=np.int64)
     sizes = np.diff(bounds)
-    n = len(order)
+    n, zones = len(order), len(sizes)
     if n < 4:
         return order
-    # per position, in 32-bit integers (ten million locations: 40 MB an array)
-    zone = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
-    end = bounds[1:].astype(np.int32)[zone]  # of each position's path
-    local = (np.arange(n, dtype=np.int32) - bounds[:-1].astype(np.int32)[zone]).astype(np.int32)
-    pad = 2 * (int(spans.max()) + 2) + 1  # a gap wider than any window between paths
-    slot = np.arange(n, dtype=np.int64) + zone.astype(np.int64) * pad
-    # the path's coordinates, kept in path order (one extra copy of the last at the end): every step then reads
-    # contiguous slices instead of gathering ten million random rows
-    px = np.append(xy[order, 0], xy[order[-1], 0])
-    py = np.append(xy[order, 1], xy[order[-1], 1])
-    ranked = np.empty(n + len(sizes) * pad)
-    positions = np.arange(n, dtype=np.int32)
-    active = sizes >= 4  # paths still improving: a pass without a move ends a path's passes, as in two_opt
+    top = int(spans.max())
+    gap = top + 3
+    first_slot = bounds[:-1] + gap * (np.arange(zones) + 1)  # slot of each path's first position
+    total = n + gap * (zones + 1) + 1
+    zone_of_pos = np.repeat(np.arange(zones), sizes)
+    local = np.arange(n) - bounds[:-1][zone_of_pos]
+    slot = first_slot[zone_of_pos] + local
+    sx, sy = np.full(total, np.nan), np.full(total, np.nan)
+    sx[slot], sy[slot] = xy[order, 0], xy[order, 1]
+    sorder = np.full(total, -1, dtype=np.int64)
+    sorder[slot] = order
+    szone = np.full(total, zones, dtype=np.int32)  # the gap slots belong to an extra, never active path
+    szone[slot] = zone_of_pos
+    real = sorder >= 0
+    limit = np.zeros(total, dtype=np.int32)  # the longest segment a move may start here with (+1); 0: none
+    limit[slot] = np.where(local >= 1, np.minimum(spans, sizes - 1)[zone_of_pos], 0)
+    tiebreak = np.zeros(total)
+    tiebreak[slot] = (local - 1) * 1e-12  # of two equal gains in a window, the later position's move wins
+    del zone_of_pos, local, slot
+    active = np.append(sizes >= 4, False)  # paths still improving: a pass without a move ends a path's passes
+    edge = np.full(total, np.nan)  # edge[p]: length of the path's edge from slot p to p + 1 (NaN at the gaps)
+    edge[:-1] = _dist(sx, sy, slice(0, total - 1), slice(1, total))
     for k in range(int(passes.max())):
-        moved = np.zeros(len(sizes), dtype=bool)
-        live = active[zone] & (k < passes[zone]) & (local >= 1)
-        room = np.minimum(spans, sizes - 1).astype(np.int32)[zone]
-        left = (sizes.astype(np.int32) - 1)[zone] - local  # positions after each one in its path
-        for span in range(1, int(spans.max())):
-            m = n - span - 1  # moves i = 1 .. n - span - 1; segment i..j, j = i + span
-            if m <= 0:
-                break
-            i_ = slice(1, 1 + m)
-            ok = live[i_] & (span <= left[i_]) & (span < room[i_])
+        moved = np.zeros(zones + 1, dtype=bool)
+        live = active & np.append(k < passes, False)
+        lim = np.where(live[szone], limit, 0)
+        for span in range(1, top):
+            m = total - span - 2  # moves at slots 1 .. m: segment i..j (j = i + span), j + 1 readable
+            s_ = slice(1, 1 + m)
+            ok = (lim[s_] > span) & real[1 + span:1 + span + m]
             if not ok.any():
                 continue
             gain = np.full(m, -np.inf)
             for lo in range(0, m, GAIN_BLOCK):  # blocks that stay in cache (10M-long temporaries do not)
                 hi = min(m, lo + GAIN_BLOCK)
-                i_b, a_b = slice(1 + lo, 1 + hi), slice(lo, hi)
+                a_b, i_b = slice(lo, hi), slice(1 + lo, 1 + hi)
                 j_b, d_b = slice(1 + span + lo, 1 + span + hi), slice(2 + span + lo, 2 + span + hi)
-                has_next = positions[j_b] + 1 < end[i_b]
-                old = _dist(px, py, a_b, i_b) + np.where(has_next, _dist(px, py, j_b, d_b), 0.0)
-                new = _dist(px, py, a_b, j_b) + np.where(has_next, _dist(px, py, i_b, d_b), 0.0)
-                np.copyto(gain[lo:hi], old - new, where=ok[lo:hi])
-            if not (gain > 1e-9).any():
-                continue
-            # the best move in every stretch of 2 * span + 5 positions: local maxima are far enough apart that
-            # their segments and changed edges never overlap (ties broken by position), so all apply at once
-            ranked.fill(-np.inf)
-            ranked[slot[i_]] = gain + (local[i_] - 1) * 1e-12
-            peak = _window_max(ranked, span + 2)
-            starts = np.flatnonzero((ranked[slot[i_]] == peak[slot[i_]]) & (gain > 1e-9)) + 1
+                after = edge[j_b] - _dist(sx, sy, i_b, d_b)  # NaN where j is the path's last position
+                np.nan_to_num(after, copy=False, nan=0.0)
+                np.copyto(gain[lo:hi], edge[a_b] - _dist(sx, sy, a_b, j_b) + after, where=ok[lo:hi])
+            starts = _best_moves(gain, tiebreak[s_], span + 2) + 1
             if not len(starts):
                 continue
             idx = starts[:, None] + np.arange(span + 1)
             rev = idx[:, ::-1]
-            order[idx], px[idx], py[idx] = order[rev], px[rev], py[rev]
-            moved[zone[starts]] = True
+            sorder[idx], sx[idx], sy[idx] = sorder[rev], sx[rev], sy[rev]
+            inner = idx[:, :-1]  # the edges inside a segment keep their lengths, in reverse order
+            edge[inner] = edge[inner[:, ::-1]]
+            for p in (starts - 1, starts + span):  # the two edges the move changed
+                edge[p] = np.sqrt((sx[p] - sx[p + 1]) ** 2 + (sy[p] - sy[p + 1]) ** 2)
+            moved[szone[starts]] = True
         active &= moved
         if not active.any():
             break
-    return order
+    return sorder[real]
 
 
-def hilbert_keys(xy: np.ndarray, bits: int = 16) -> np.ndarray:
-    """Position of each location along a Hilbert curve over its bounding square (vectorised)."""
+def hilbert_keys(xy: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Position of each location along a Hilbert curve over its bounding square (vectorised). The curve has
+    2**bits cells a side: by default about 16 cells per location (at most 2**16 a side)."""
+    if bits is None:
+        bits = int(np.clip(np.ceil(np.log2(max(len(xy), 1) * 16) / 2), 1, 16))
     n = 1 << bits
     x, y = xy[:, 0], xy[:, 1]
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64)
     span = max(float(np.ptp(x)), float(np.ptp(y)), 1e-12)
-    xi = ((x - x.min()) / span * (n - 1)).astype(np.int64)
-    yi = ((y - y.min()) / span * (n - 1)).astype(np.int64)
+    xi = ((x - x.min()) / span * (n - 1)).astype(np.int32)
+    yi = ((y - y.min()) / span * (n - 1)).astype(np.int32)
     d = np.zeros(len(x), dtype=np.int64)
     s = n >> 1
     while s > 0:
-        rx = ((xi & s) > 0).astype(np.int64)
-        ry = ((yi & s) > 0).astype(np.int64)
-        d += s * s * ((3 * rx) ^ ry)
-        flip = (ry == 0) & (rx == 1)
-        xi = np.where(flip, n - 1 - xi, xi)
-        yi = np.where(flip, n - 1 - yi, yi)
-        swap = ry == 0
+        rx = (xi & s) > 0
+        ry = (yi & s) > 0
+        d += (s * s) * ((3 * rx.astype(np.int64)) ^ ry)
+        flip = ~ry & rx
+        np.subtract(n - 1, xi, out=xi, where=flip)
+        np.subtract(n - 1, yi, out=yi, where=flip)
+        swap = ~ry
         xi, yi = np.where(swap, yi, xi), np.where(swap, xi, yi)
         s >>= 1
     return d
@@ -382,7 +398,7 @@ def hilbert_keys(xy: np.ndarray, bits: int = 16) -> np.ndarray:
 def curve_path(xy: np.ndarray, start: int) -> np.ndarray:
     """An open path along the Hilbert curve that begins at ``start``: the curve from there to its end, then the
     part before it walked back (vectorised, O(n log n); 2-opt then shortens it)."""
-    seq = np.argsort(hilbert_keys(xy), kind="stable")
+    seq = np.argsort(hilbert_keys(xy))  # deterministic; locations in one curve cell may come in any order
     k = int(np.flatnonzero(seq == start)[0])
     return np.concatenate([seq[k:], seq[:k][::-1]])
 
@@ -410,7 +426,7 @@ def mst_length(xy: np.ndarray) -> float:
 
 
 CURVE_ABOVE = 1500  # locations in a zone above which the route starts from a Hilbert curve
-GAIN_BLOCK = 262_144  # positions per block of two_opt_many's steps (blocks stay in cache; 10M-long arrays do not)
+GAIN_BLOCK = 32_768  # positions per block of two_opt_many's steps (their temporaries stay in the CPU cache)
 
 
 def walking_route(xy: np.ndarray, start_xy: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
@@ -430,7 +446,8 @@ def walking_routes(zones: list[np.ndarray], starts: list | None = None) -> list[
             if start_xy is not None:
                 start = int(np.argmin(((xy - start_xy) ** 2).sum(axis=1)))
             else:
-                start = int(np.lexsort((xy[:, 1], xy[:, 0]))[0])
+                west = np.flatnonzero(xy[:, 0] == xy[:, 0].min())  # the westernmost (then southernmost) location
+                start = int(west[np.argmin(xy[west, 1])])
             # a greedy walk for ordinary zones; along a Hilbert curve for large ones (no per-location Python step)
             small = len(xy) <= CURVE_ABOVE
             firsts.append(nearest_neighbour_path(xy, start) if small else curve_path(xy, start))
