@@ -301,3 +301,19 @@ def test_transitaccess_cancelled_stops_before_writing(run_alg, tmp_path):
                                            "STOPS": f"{SAMPLE}|layername=stops", "OUTPUT": str(out)}, feedback)
     con = sqlite3.connect(out) if out.exists() else None
     assert con is None or con.execute("SELECT count(*) FROM cancelled").fetchone()[0] == 0
+
+
+def test_zone_hull_candidates_keep_the_hull():
+    """#16: the ZONES hull is built from qhull's hull vertices (not all 50,000 points of a zone); collinear and
+    tiny zones keep every point, and the hull GEOS builds from the candidates is the hull of all points."""
+    import numpy as np
+
+    from civic311.processing.algorithms.canvasszones import geometry_from_wkb, hull_candidates, multipoint_wkb
+
+    pts = np.random.default_rng(2).uniform(0, 500, size=(5000, 2))
+    few = hull_candidates(pts)
+    assert 3 <= len(few) < 100
+    whole = geometry_from_wkb(multipoint_wkb(pts)).convexHull()
+    assert geometry_from_wkb(multipoint_wkb(few)).convexHull().equals(whole)
+    line = np.column_stack([np.arange(10.0), np.arange(10.0) * 2])
+    assert len(hull_candidates(line)) == 10 and len(hull_candidates(pts[:3])) == 3

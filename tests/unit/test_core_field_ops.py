@@ -294,3 +294,23 @@ def test_zone_locations_are_each_zones_distinct_points_sorted_like_unique():
     for zone, xy in zip(zone_ids, got):
         expected = np.unique(np.column_stack([x, y])[labels == zone], axis=0)
         np.testing.assert_array_equal(xy, expected)
+
+
+def test_best_moves_are_window_maxima_of_the_improving_moves_and_never_overlap():
+    """#16: two_opt_many picks its moves among the improving positions only (no window maximum over all ten
+    million positions). Brute force: each pick is the best improving move within ``half`` either side (an
+    exact tie going to the earlier position), and every such position is picked."""
+    from civic311.processing.core.zones import _best_moves
+
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        n, half = int(rng.integers(1, 400)), int(rng.integers(1, 20))
+        gain = np.where(rng.random(n) < rng.uniform(0.02, 0.9), np.round(rng.uniform(-1, 1, n), 1), -np.inf)
+        tiebreak = np.zeros(n) if trial % 2 else np.arange(n) * 1e-12
+        score = gain + tiebreak
+        expected = [p for p in range(n) if gain[p] > 1e-9 and all(
+            score[p] > score[q] or (score[p] == score[q] and p < q)
+            for q in range(max(0, p - half), min(n, p + half + 1)) if q != p and gain[q] > 1e-9)]
+        picked = _best_moves(gain, tiebreak, half)
+        assert picked.tolist() == expected
+        assert np.all(np.diff(picked) > half)
