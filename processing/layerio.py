@@ -157,7 +157,6 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
     never held at once; ``categorical`` fields are read as codes into one table of their distinct values (a
     pandas Categorical: no Python object per row)."""
     import pandas as pd
-
     from osgeo import ogr
 
     from .core.geometry import points_from_wkb

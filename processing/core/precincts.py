@@ -131,7 +131,6 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
     """Counts by precinct from a point->precinct assignment (-1 = outside every precinct). Precincts not
     ``located`` (no geometry) are left out of every statistic: NULL counts, rates and quintile, and no part in
     the empirical-Bayes estimate."""
-    import pandas as pd
 
     if located is not None and not np.all(located):
         missing = ~np.asarray(located, dtype=bool)

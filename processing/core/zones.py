@@ -275,10 +275,11 @@ def _dist(px: np.ndarray, py: np.ndarray, a: slice, b: slice) -> np.ndarray:
 
 
 def _best_moves(gain: np.ndarray, tiebreak: np.ndarray, half: int) -> np.ndarray:
-    """Positions of the improving moves (gain > 1e-9) that are the best improving move within ``half`` positions
-    either side (by gain plus ``tiebreak``; an exact tie of the two goes to the earlier position). Such moves are more than ``half``
-    apart, so their segments never overlap. Only the improving positions are compared (a few percent of the
-    path after the first steps), each with its improving neighbours in the window."""
+    """Positions of the improving moves (gain > 1e-9) that are the best improving move within ``half``
+    positions either side (by gain plus ``tiebreak``; an exact tie of the two goes to the earlier position).
+    Such moves are more than ``half`` apart, so their segments never overlap. Only the improving positions are
+    compared (a few percent of the path after the first steps), each with its improving neighbours in the
+    window."""
     cand = np.flatnonzero(gain > 1e-9)
     if len(cand) < 2:
         return cand
