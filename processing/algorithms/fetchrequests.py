@@ -286,22 +286,19 @@ class FetchRequests(Civic311Algorithm):
         coordinates = tuple(field_map[k] for k in COORDINATE_KEYS if k in field_map)
         area = bbox or (tuple(preset["bbox"]) if preset and preset.get("bbox") else None)
         # windows are normalised and written a chunk at a time: memory holds one chunk, never the whole fetch
-        state: dict = {"fmap": None, "stream": None, "first": 1, "area": area, "pending": [], "rows": 0,
-                       "returned": set()}
+        state: dict = {"fmap": None, "stream": None, "first": 1, "area": area, "returned": set()}
         seen = SeenIds()
 
-        def process() -> None:
-            frames = state["pending"]
+        def normalised_chunk(frames: list):
+            """One chunk of pages normalised (in the normalising thread, or at the end in this one)."""
             frame = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else \
                 frames[0].reset_index(drop=True)
-            state["pending"], state["rows"] = [], 0
             state["returned"].update(frame.columns)
             if state["fmap"] is None:  # the first chunk settles the column roles
                 for key, column in field_map.items():  # named fields a portal left out (null in every row so far)
                     if key in MAP_KEYS and column not in frame.columns:
                         frame[column] = None
                 state["fmap"] = self.field_roles(frame, field_map, xy_crs, tz, categories)
-                state["stream"] = RequestStream(self, parameters, context, feedback, source, tz=tz)
             fmap = state["fmap"]
             for column in fmap.used():  # a portal leaves out keys whose values are all null in a page
                 if column not in frame.columns:
@@ -313,10 +310,15 @@ class FetchRequests(Civic311Algorithm):
                 raise mapping_error(err, frame) from None
             state["first"] += len(frame)
             state["area"] = result.area
-            locate_xy(result, fmap.xy_crs, context, bbox=area)
+            return result
+
+        def write(result) -> None:  # in this thread: sinks and transforms belong to the algorithm's thread
+            if state["stream"] is None:
+                state["stream"] = RequestStream(self, parameters, context, feedback, source, tz=tz)
+            locate_xy(result, state["fmap"].xy_crs, context, bbox=area)
             state["stream"].add(result)
 
-        def produce(hand) -> None:  # in a worker thread: pages fetched and parsed while the last are written
+        def produce(hand) -> None:  # in a worker thread: pages fetched and parsed while the last are normalised
             def sink(records):
                 if records:
                     hand(compact_frame(records_frame(records), coordinates))
@@ -325,22 +327,29 @@ class FetchRequests(Civic311Algorithm):
                       self.parameterAsInt(parameters, "MAX_RECORDS", context), feedback.pushInfo, sink,
                       lambda: last_raw[0])
 
-        finished = False
-        try:
+        def normalise_all(hand) -> None:  # in a second worker thread: chunks normalised while the last are written
+            pending: list = []
+            rows = 0
             with closing(produced_ahead(produce)) as frames:
                 for frame in frames:
-                    state["pending"].append(frame)
-                    state["rows"] += len(frame)
-                    if state["rows"] >= STREAM_CHUNK:
-                        process()
-            if state["pending"]:
-                process()
+                    pending.append(frame)
+                    rows += len(frame)
+                    if rows >= STREAM_CHUNK:
+                        hand(normalised_chunk(pending))
+                        pending, rows = [], 0
+            if pending:
+                hand(normalised_chunk(pending))
+
+        finished = False
+        try:
+            with closing(produced_ahead(normalise_all)) as results:
+                for result in results:
+                    write(result)
             if state["stream"] is None:
                 feedback.pushWarning("The portal returned no requests for this query.")
-                state["pending"] = [pd.DataFrame({c: [] for c in ("_id", "_created", "_lat", "_lon", "_category")})]
                 field_map = {"request_id": "_id", "created_at": "_created", "latitude": "_lat", "longitude": "_lon",
                              "category": "_category"}
-                process()
+                write(normalised_chunk([pd.DataFrame({c: [] for c in field_map.values()})]))
             finished = True
         except InterruptedError:
             raise QgsProcessingException("Cancelled: the pages fetched so far are cached; run again to resume.") \
