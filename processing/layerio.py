@@ -89,26 +89,6 @@ def _factorize_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(distinct)
 
 
-def _decode_strings(arr: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Arrow string columns (bytes) to str objects, None where ``mask``; only distinct values are decoded
-    (categories repeat)."""
-    if np.ma.isMaskedArray(arr):
-        mask, arr = np.ma.getmaskarray(arr), np.ma.getdata(arr)
-    if arr.dtype.kind not in "SO":
-        return arr
-    import pandas as pd
-
-    if arr.dtype.kind == "S":
-        codes, uniques = _factorize_bytes(arr)
-    else:
-        codes, uniques = pd.factorize(arr)
-    decoded = np.array([(u.decode("utf-8", "replace") if isinstance(u, bytes) else u) or None for u in uniques]
-                       + [None], dtype=object)
-    if mask is not None:
-        codes = np.where(mask, -1, codes)
-    return decoded[codes]  # code -1 (missing) picks the trailing None
-
-
 def _string_codes(col, table: dict) -> np.ndarray:
     """Codes of a text column (masked or not) in ``table`` (value -> code, grown as new values appear); -1
     for NULL. Only the distinct values of the batch are decoded."""
@@ -129,6 +109,16 @@ def _string_codes(col, table: dict) -> np.ndarray:
     return out
 
 
+def _decode_strings(arr: np.ndarray) -> np.ndarray:
+    """Arrow string columns (bytes, masked or not) to str objects, with None for NULL and ''; only distinct
+    values are decoded (categories repeat)."""
+    if np.ma.getdata(arr).dtype.kind not in "SO":
+        return arr
+    table: dict = {}
+    codes = _string_codes(arr, table)
+    return np.array([*table, None], dtype=object)[codes]  # code -1 (missing) picks the trailing None
+
+
 def _unmask(col):
     """A masked Arrow column as a plain array with NULL kept: NaN for numbers, NaT for dates, None for text."""
     if not np.ma.isMaskedArray(col):
@@ -144,7 +134,7 @@ def _unmask(col):
         out[mask] = np.datetime64("NaT")
         return out
     if data.dtype.kind in "SO":
-        return _decode_strings(data, mask)
+        return _decode_strings(col)
     out = data.astype(object)
     out[mask] = None
     return out
@@ -204,6 +194,7 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
                 continue
             values = _unmask(batch[f])  # strings decoded, NULL kept
             cols[f].append(converters[f](values) if converters and f in converters else values)
+
     def joined(parts, dtype):
         return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
