@@ -268,8 +268,9 @@ def two_opt(xy: np.ndarray, order: np.ndarray, max_passes: int = 4, max_span: in
                         np.array([max_span]))
 
 
-def _dist(px: np.ndarray, py: np.ndarray, a: slice, b: slice) -> np.ndarray:
-    """Distances between the points of two slices (sqrt of squares: np.hypot is several times slower)."""
+def _dist(px: np.ndarray, py: np.ndarray, a, b) -> np.ndarray:
+    """Distances between the points at two slices or index arrays (sqrt of squares: np.hypot is several times
+    slower)."""
     dx, dy = px[a] - px[b], py[a] - py[b]
     return np.sqrt(dx * dx + dy * dy)
 
@@ -289,7 +290,8 @@ def _best_moves(gain: np.ndarray, tiebreak: np.ndarray, half: int) -> np.ndarray
         near = cand[k:] - cand[:-k] <= half  # pairs k apart in the list and within the window
         if not near.any():
             break
-        lower, upper = np.flatnonzero(near), np.flatnonzero(near) + k
+        lower = np.flatnonzero(near)
+        upper = lower + k
         later_wins = score[upper] > score[lower]  # a tie keeps the earlier position
         best[lower[later_wins]] = False
         best[upper[~later_wins]] = False
@@ -361,7 +363,7 @@ def two_opt_many(xy: np.ndarray, order: np.ndarray, bounds: np.ndarray, passes: 
             inner = idx[:, :-1]  # the edges inside a segment keep their lengths, in reverse order
             edge[inner] = edge[inner[:, ::-1]]
             for p in (starts - 1, starts + span):  # the two edges the move changed
-                edge[p] = np.sqrt((sx[p] - sx[p + 1]) ** 2 + (sy[p] - sy[p + 1]) ** 2)
+                edge[p] = _dist(sx, sy, p, p + 1)
             moved[szone[starts]] = True
         active &= moved
         if not active.any():
