@@ -183,6 +183,40 @@ def _date_shapes(values: np.ndarray, chunk: int = 200_000) -> tuple[np.ndarray, 
     return numeric, iso, aware
 
 
+# one common shape of plain ISO timestamps (length, separator) -> its format: Socrata's floating timestamps, most
+# CSV exports
+PLAIN_ISO = {(19, "T"): "%Y-%m-%dT%H:%M:%S", (19, " "): "%Y-%m-%d %H:%M:%S", (23, "T"): "%Y-%m-%dT%H:%M:%S.%f",
+             (23, " "): "%Y-%m-%d %H:%M:%S.%f"}
+
+
+def _uniform_iso(values: np.ndarray) -> np.ndarray | None:
+    """Naive datetime64 of stripped date text when every value has the same plain ISO shape (no offset, no 'Z'),
+    or None (then the general path classifies each value). The same values the general path would read as
+    plain ISO, parsed by the same pandas parser: only the character matrix of every value is saved."""
+    import pandas as pd
+
+    if not len(values) or not isinstance(values[0], str):
+        return None
+    fmt = PLAIN_ISO.get((len(values[0]), values[0][10:11]))
+    if fmt is None:
+        return None
+    try:
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    except TypeError:
+        return None
+    if (lengths != len(values[0])).any():
+        return None
+    head = values.astype("U10").view(np.uint32).reshape(len(values), 10)  # the date part: dddd-dd-dd
+    if not (((head >= 48) & (head <= 57))[:, [0, 1, 2, 3, 5, 6, 8, 9]].all() and (head[:, [4, 7]] == 45).all()):
+        return None
+    try:
+        parsed = pd.to_datetime(pd.Series(values), format=fmt, errors="raise")
+    except (ValueError, TypeError, OverflowError):
+        return None
+    # an offset or 'Z' anywhere gives a zone-aware or object column (pandas 1 reads any ISO shape here)
+    return parsed.to_numpy() if parsed.dtype == np.dtype("datetime64[ns]") else None
+
+
 def _iso_format() -> dict:
     """pandas 2 guesses one format from the first value and turns every other shape into NaT unless told the
     values are ISO 8601 of any shape; pandas 1 parses each ISO value on its own already."""
@@ -220,6 +254,12 @@ def parse_dates(values: pd.Series, tz: str | None = None, cleaned: bool = False,
         return local(stamps.dt.tz_localize("UTC"))
 
     where = np.flatnonzero(todo)
+    uniform = _uniform_iso(text.to_numpy()[where])
+    if uniform is not None:
+        out.iloc[where] = naive(pd.Series(uniform))
+        if report is not None:
+            report["instants"] = report.get("instants", 0) + instants
+        return out
     numeric, iso, aware = _date_shapes(text.to_numpy()[where])
     instants += int(numeric.sum() + aware.sum())
     if numeric.any():
@@ -360,14 +400,13 @@ class SeenIds:
         return found
 
     def add(self, h1: np.ndarray, h2: np.ndarray) -> None:
-        byte, bit = self._slots(h1)
-        by_byte = np.argsort(byte, kind="stable")  # bits of one byte OR-ed together (ufunc.at is slow)
-        byte, bit = byte[by_byte], bit[by_byte]
-        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]]) if len(byte) else np.zeros(0, dtype=np.int64)
-        if len(starts):
-            self.bitmap[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
         order = np.argsort(h1, kind="stable")
-        self.runs.append((h1[order], h2[order]))
+        h1, h2 = h1[order], h2[order]
+        byte, bit = self._slots(h1)  # the bitmap byte grows with h1: sorted too, so bits of one byte are adjacent
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]]) if len(byte) else np.zeros(0, dtype=np.int64)
+        if len(starts):  # bits of one byte OR-ed together (ufunc.at is slow)
+            self.bitmap[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
+        self.runs.append((h1, h2))
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
             (a1, a2), (b1, b2) = self.runs[-2], self.runs.pop()
             merged = np.concatenate([a1, b1])

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from civic311.processing.core.normalise import _text, detect_schema, normalise, parse_dates, to_numbers
+from civic311.processing.core.normalise import PLAIN_ISO, _text, detect_schema, normalise, parse_dates, to_numbers
 
 # (raw value, expected naive local time with tz=None, expected with tz="America/Chicago"); None = NaT
 CASES = [
@@ -56,6 +56,45 @@ def test_parse_dates_large_mixed_column_matches_row_by_row():
     alone = {c[0]: parse_dates(pd.Series([c[0]], dtype=object), "America/Chicago").iat[0] for c in CASES}
     for value, parsed in zip(values, whole):
         assert (pd.isna(parsed) and pd.isna(alone[value])) or parsed == alone[value]
+
+
+def _uniform_columns():
+    """Columns of one plain ISO shape each, alone and with one value of the same length that is not plain ISO."""
+    rng = np.random.default_rng(11)
+    stamps = pd.Timestamp("2024-03-10") + pd.to_timedelta(rng.integers(0, 10**8, 300), unit="s")
+    odd = {19: ["2024-03-10T01:02:0Z", "2024-03-10T01:02+01", "2024-13-10T01:02:03", "2024/03/10 01:02:03",
+                "1710032523000000000", "2024-03-10 01:02:3x", "2024-03-1001:02:03Z", "2024-02-30T01:02:03"],
+           23: ["2024-03-10T01:02:03.00Z", "2024-03-10T01:02:0+0100", "2024-03-10T01:02:3-0500",
+                "2024-03-10T01:02:03.4+1", "2024-03-10T25:02:03.000", "x024-03-10T01:02:03.000"]}
+    for (length, sep), fmt in PLAIN_ISO.items():
+        column = [s.strftime(fmt)[:length] for s in stamps]  # %f: six digits, cut to three
+        yield column
+        for value in odd[length]:
+            assert len(value) == length
+            yield [*column[:150], value.replace("T", sep, 1), *column[150:]]
+        yield [*column[:10], None, *column[10:]]
+
+
+@pytest.mark.parametrize("tz,naive_utc", [(None, False), ("America/Chicago", False), ("America/Chicago", True)])
+def test_parse_dates_uniform_iso_shortcut_matches_the_general_path(monkeypatch, tz, naive_utc):
+    """One common plain ISO shape skips the per-value shape matrix: the result (and the count of converted
+    instants) is what the general path gives, for pure columns and columns with one odd value of equal length."""
+    import civic311.processing.core.normalise as nz
+
+    shortcut = 0
+    for column in _uniform_columns():
+        values = pd.Series(column, dtype=object)
+        fast_report, slow_report = {}, {}
+        calls = []
+        monkeypatch.setattr(nz, "_date_shapes", lambda *a, real=nz._date_shapes, **k: calls.append(1) or real(*a, **k))
+        fast = parse_dates(values, tz, report=fast_report, naive_utc=naive_utc)
+        shortcut += not calls
+        monkeypatch.setattr(nz, "_uniform_iso", lambda values: None)
+        slow = parse_dates(values, tz, report=slow_report, naive_utc=naive_utc)
+        monkeypatch.undo()
+        pd.testing.assert_series_equal(fast, slow)
+        assert fast_report == slow_report
+    assert shortcut >= 2 * len(PLAIN_ISO)  # each shape, pure and with a NULL, took the shortcut
 
 
 def test_text_strips_and_drops_placeholders():
