@@ -85,8 +85,9 @@ def test_parse_dates_uniform_iso_shortcut_matches_the_general_path(monkeypatch, 
     for column in _uniform_columns():
         values = pd.Series(column, dtype=object)
         fast_report, slow_report = {}, {}
-        calls = []
-        monkeypatch.setattr(nz, "_date_shapes", lambda *a, real=nz._date_shapes, **k: calls.append(1) or real(*a, **k))
+        calls: list = []
+        monkeypatch.setattr(nz, "_date_shapes",
+                            lambda *a, real=nz._date_shapes, calls=calls, **k: calls.append(1) or real(*a, **k))
         fast = parse_dates(values, tz, report=fast_report, naive_utc=naive_utc)
         shortcut += not calls
         monkeypatch.setattr(nz, "_uniform_iso", lambda values: None)
