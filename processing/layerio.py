@@ -89,9 +89,10 @@ def _factorize_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(distinct)
 
 
-def _string_codes(col, table: dict) -> np.ndarray:
-    """Codes of a text column (masked or not) in ``table`` (value -> code, grown as new values appear); -1
-    for NULL. Only the distinct values of the batch are decoded."""
+def _string_codes(col, table: dict, order: list | None = None) -> np.ndarray:
+    """Codes of a text column (masked or not) in ``table`` (value -> code, grown as new values appear, which
+    are also appended to ``order``); -1 for NULL and empty text. Only the distinct values of the batch are
+    decoded."""
     import pandas as pd
 
     mask = np.ma.getmaskarray(col) if np.ma.isMaskedArray(col) else None
@@ -101,8 +102,11 @@ def _string_codes(col, table: dict) -> np.ndarray:
     else:
         codes, uniques = pd.factorize(data)
     decoded = [(u.decode("utf-8", "replace") if isinstance(u, bytes) else u) for u in uniques]
+    known = len(table)
     glob = np.array([table.setdefault(v, len(table)) if v is not None and v == v and v != "" else -1
                      for v in decoded] + [-1], dtype=np.int32)
+    if order is not None and len(table) > known:
+        order.extend(v for v in decoded if v is not None and v == v and v != "" and table[v] >= known)
     out = glob[codes]
     if mask is not None:
         out[mask] = -1
@@ -140,16 +144,14 @@ def _unmask(col):
     return out
 
 
-def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: dict | None = None,
-                     categorical: Iterable[str] = ()):
-    """Bulk read through GDAL's Arrow stream: about 10x faster than iterating QgsFeatures. ``converters``
-    (field -> function of an array) are applied batch by batch, so that e.g. ten million date strings are
-    never held at once; ``categorical`` fields are read as codes into one table of their distinct values (a
-    pandas Categorical: no Python object per row)."""
-    import pandas as pd
-    from osgeo import ogr
+class _NotPlainPointsError(Exception):
+    """A batch GDAL's Arrow stream cannot give as plain points (multi-points, no feature ids): QGIS reads it."""
 
-    from .core.geometry import points_from_wkb
+
+def _open_points_ogr(path: str, layer_name: str, fields: list[str]):
+    """(data source, layer) of an OGR point layer with every other field ignored, or None without an Arrow
+    stream. The data source must outlive the layer."""
+    from osgeo import ogr
 
     ds = ogr.Open(path)
     if ds is None:
@@ -161,39 +163,71 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
     names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
     # GDAL 3.6 returns empty geometries when every attribute is ignored and the FID is left out: keep the FID
     lyr.SetIgnoredFields([n for n in names if n not in fields])
+    return ds, lyr
+
+
+def _ogr_point_batches(lyr, fields: list[str], converters: dict | None, tables: dict[str, dict],
+                       orders: dict[str, list] | None = None):
+    """(x, y, attributes, feature ids) of each Arrow batch of an OGR point layer (NaN coordinates for a feature
+    without geometry). Fields in ``tables`` come as codes into them (see _string_codes); the others decoded,
+    NULL kept, and converted by ``converters``. Raises _NotPlainPointsError for a batch that is not plain points."""
+    from .core.geometry import points_from_wkb
+
     geom_col = lyr.GetGeometryColumn() or "wkb_geometry"
     fid_col = lyr.GetFIDColumn() or "OGC_FID"
-    xs, ys, fids, cols = [], [], [], {f: [] for f in fields}
-    tables: dict[str, dict] = {f: {} for f in categorical if f in cols}
     # masked arrays: a NULL stays NULL (unmasked, a NULL date read as 1970-01-01 and a NULL number as 0)
     for batch in lyr.GetArrowStreamAsNumPy(options=["USE_MASKED_ARRAYS=YES", "INCLUDE_FID=YES"]):
         geoms = batch[geom_col]
         if geoms.dtype.kind == "V":
             raw = geoms.view(np.uint8).reshape(len(geoms), geoms.dtype.itemsize)
             if geoms.dtype.itemsize < 21 or not (raw[:, 1] == 1).all():
-                return None
+                raise _NotPlainPointsError
             if (raw[:, 0] == 1).all():  # little-endian points: x and y are views (one copy, at the end)
                 xy = geoms.view(np.dtype([("head", "V5"), ("x", "<f8"), ("y", "<f8")])) if geoms.dtype.itemsize == 21 \
                     else np.ascontiguousarray(raw[:, 5:21]).view("<f8").reshape(-1, 2)
                 x, y = (xy["x"], xy["y"]) if xy.dtype.names else (xy[:, 0], xy[:, 1])
             else:
                 x, y = points_from_wkb([bytes(r) for r in raw])
-        else:
-            wkbs = [bytes(g) if g is not None else None for g in geoms]
+        else:  # WKB of varying length, or with NULL geometries (masked)
+            null = np.ma.getmaskarray(geoms).tolist()
+            wkbs = [None if m or g is None else bytes(g) for g, m in zip(np.ma.getdata(geoms).tolist(), null)]
             if any(w is not None and len(w) >= 5 and w[1] not in (1,) for w in wkbs):
-                return None  # multipoints etc.: let QGIS handle them
+                raise _NotPlainPointsError  # multipoints etc.: let QGIS handle them
             x, y = points_from_wkb(wkbs)
-        xs.append(x)
-        ys.append(y)
         if fid_col not in batch:
-            return None  # cannot tie rows back to QGIS feature ids: let QGIS read the layer
-        fids.append(batch[fid_col])
+            raise _NotPlainPointsError  # cannot tie rows back to QGIS feature ids: let QGIS read the layer
+        attrs = {}
         for f in fields:
             if f in tables:
-                cols[f].append(_string_codes(batch[f], tables[f]))
+                attrs[f] = _string_codes(batch[f], tables[f], orders.get(f) if orders else None)
                 continue
             values = _unmask(batch[f])  # strings decoded, NULL kept
-            cols[f].append(converters[f](values) if converters and f in converters else values)
+            attrs[f] = converters[f](values) if converters and f in converters else values
+        yield x, y, attrs, batch[fid_col]
+
+
+def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: dict | None = None,
+                     categorical: Iterable[str] = ()):
+    """Bulk read through GDAL's Arrow stream: about 10x faster than iterating QgsFeatures. ``converters``
+    (field -> function of an array) are applied batch by batch, so that e.g. ten million date strings are
+    never held at once; ``categorical`` fields are read as codes into one table of their distinct values (a
+    pandas Categorical: no Python object per row). None when QGIS must read the layer."""
+    import pandas as pd
+
+    opened = _open_points_ogr(path, layer_name, fields)
+    if opened is None:
+        return None
+    xs, ys, fids, cols = [], [], [], {f: [] for f in fields}
+    tables: dict[str, dict] = {f: {} for f in categorical if f in cols}
+    try:
+        for x, y, attrs, fid in _ogr_point_batches(opened[1], fields, converters, tables):
+            xs.append(x)
+            ys.append(y)
+            fids.append(fid)
+            for f in fields:
+                cols[f].append(attrs[f])
+    except _NotPlainPointsError:
+        return None
 
     def joined(parts, dtype):
         return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
@@ -201,7 +235,96 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
     attrs = {f: joined(v, np.int32 if f in tables else object) for f, v in cols.items()}
     for f, table in tables.items():
         attrs[f] = pd.Categorical.from_codes(attrs[f], categories=pd.Index(list(table), dtype=object))
-    return joined(xs, float), joined(ys, float), attrs, joined(fids, np.int64).astype(np.int64)
+    return joined(xs, float), joined(ys, float), attrs, joined(fids, np.int64).astype(np.int64, copy=False)
+
+
+@dataclass
+class PointBlock:
+    """Some points of a PointStream: coordinates (features without geometry left out) and attributes."""
+
+    x: np.ndarray
+    y: np.ndarray
+    attrs: dict[str, np.ndarray]
+
+
+class PointStream:
+    """The points of a source a block at a time, for analyses that only tally them: a whole city's history
+    without holding it. A plain OGR layer with a CRS is read through GDAL's Arrow stream in a worker thread
+    (the next batch is read while the caller works on this one); any other source is read whole
+    (read_points) and given as one block. Coordinates stay in the source CRS (``crs``; without one, the CRS
+    is settled from the coordinates as read_points does).
+
+    ``categorical`` text fields come as int32 codes, -1 for NULL and empty text, into ``labels[field]``, which
+    grows as new values appear. Features without geometry are counted in ``null_geometry`` and left out."""
+
+    def __init__(self, alg, parameters, key: str, context, feedback, fields: Iterable[str] = (),
+                 categorical: Iterable[str] = ()):
+        self.fields = [f for f in fields if f]
+        source = _point_source(alg, parameters, key, context, self.fields)
+        self.categorical = [f for f in categorical if f in self.fields]
+        self.labels: dict[str, list] = {f: [] for f in self.categorical}
+        self.null_geometry = 0
+        self.expected = source.featureCount()  # -1 when unknown
+        plain = _plain_source_path(parameters, key, alg.parameterAsVectorLayer(parameters, key, context))
+        self._plain = plain if plain and source.sourceCrs().isValid() and _plain_points(*plain) else None
+        self._whole: PointTable | None = None
+        if self._plain is not None:
+            self.crs = source.sourceCrs()
+        else:
+            self._whole = read_points(alg, parameters, key, context, feedback, self.fields,
+                                      categorical=self.categorical)
+            self.crs, self.null_geometry = self._whole.crs, self._whole.null_geometry
+
+    def __iter__(self):
+        if self._whole is not None:
+            whole, self._whole = self._whole, None
+            attrs = dict(whole.attrs)
+            for f in self.categorical:
+                self.labels[f].extend(attrs[f].categories)
+                attrs[f] = attrs[f].codes.astype(np.int32)
+            yield PointBlock(whole.x, whole.y, attrs)
+            return
+        from .gpkgwriter import produced_ahead
+
+        path, layer_name = self._plain
+
+        def produce(hand) -> None:  # in the worker thread: GDAL, decoding and the category codes
+            opened = _open_points_ogr(path, layer_name, self.fields)
+            if opened is None:
+                raise QgsProcessingException(f"GDAL cannot read {path} any more.")
+            tables: dict[str, dict] = {f: {} for f in self.categorical}
+            orders: dict[str, list] = {f: [] for f in self.categorical}
+            try:
+                for x, y, attrs, _ in _ogr_point_batches(opened[1], self.fields, None, tables, orders):
+                    ok = np.isfinite(x) & np.isfinite(y)
+                    nulls = len(ok) - int(np.count_nonzero(ok))
+                    if nulls:
+                        x, y, attrs = x[ok], y[ok], {f: v[ok] for f, v in attrs.items()}
+                    new = {f: orders[f][:] for f in self.categorical}
+                    for f in self.categorical:
+                        orders[f].clear()
+                    hand((PointBlock(np.array(x, dtype=float), np.array(y, dtype=float), attrs), nulls, new))
+            except _NotPlainPointsError:
+                raise QgsProcessingException(
+                    f"{layer_name or path} holds geometries that are not single points although the layer is a "
+                    "point layer: save it again as single points (Multipart to singleparts).") from None
+
+        # up to 16 batches (a million points, some 30 MB) read ahead: the reading goes on while the caller
+        # prepares (e.g. builds a lookup grid) before it takes the first block
+        for block, nulls, new in produced_ahead(produce, depth=16):
+            self.null_geometry += nulls
+            for f, values in new.items():
+                self.labels[f].extend(values)
+            yield block
+
+
+def _plain_points(path: str, layer_name: str) -> bool:
+    """Whether the OGR layer is declared as single points (an Arrow stream then gives plain point WKB)."""
+    from osgeo import ogr
+
+    ds = ogr.Open(path)
+    lyr = None if ds is None else (ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0))
+    return lyr is not None and ogr.GT_Flatten(lyr.GetGeomType()) == ogr.wkbPoint
 
 
 def _qvariant_to_py(value):
@@ -226,14 +349,7 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
     import pandas as pd
 
     fields = [f for f in fields if f]
-    source = alg.parameterAsSource(parameters, key, context)
-    if source is None:
-        raise QgsProcessingException(alg.invalidSourceError(parameters, key))
-    if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.GeometryType.PointGeometry:
-        raise QgsProcessingException(f"{key} must be a point layer.")
-    missing = [f for f in fields if source.fields().lookupField(f) < 0]
-    if missing:
-        raise QgsProcessingException(f"{key} has no field {', '.join(missing)}: choose an existing field.")
+    source = _point_source(alg, parameters, key, context, fields)
     crs = source.sourceCrs()
     want_metric = isinstance(dest_crs, str) and dest_crs == METRIC
     dest = crs if want_metric or dest_crs is None or not dest_crs.isValid() else dest_crs
@@ -293,6 +409,19 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
         return PointTable(x, y, attrs, dest, int(total - ok.sum()), total, fids)
     return PointTable(x[ok], y[ok], {k: v[ok] for k, v in attrs.items()}, dest, int(total - ok.sum()), total,
                       fids[ok])
+
+
+def _point_source(alg, parameters, key: str, context, fields: list[str]):
+    """The point source of ``key``, with every field of ``fields``; else an error saying what to change."""
+    source = alg.parameterAsSource(parameters, key, context)
+    if source is None:
+        raise QgsProcessingException(alg.invalidSourceError(parameters, key))
+    if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.GeometryType.PointGeometry:
+        raise QgsProcessingException(f"{key} must be a point layer.")
+    missing = [f for f in fields if source.fields().lookupField(f) < 0]
+    if missing:
+        raise QgsProcessingException(f"{key} has no field {', '.join(missing)}: choose an existing field.")
+    return source
 
 
 def assume_lonlat(key: str, x: np.ndarray, y: np.ndarray, feedback) -> QgsCoordinateReferenceSystem:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+
 import numpy as np
 from qgis.core import (
     QgsProcessing,
@@ -18,9 +21,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.geometry import assign_points_to_polygons
-from ..core.precincts import summarise
-from ..layerio import output_fields, read_points, read_polygons, write_rows
+from ..core.geometry import PolygonLookup
+from ..core.precincts import Tally, summarise_tally
+from ..layerio import PointStream, output_fields, read_polygons, write_rows
 from ..zoning import to_datetimes
 from .base import Civic311Algorithm
 
@@ -39,6 +42,14 @@ def date_bounds(alg, parameters, context):
     if out[0] is not None and out[1] is not None and out[1] <= out[0]:
         raise QgsProcessingException("END_DATE is before START_DATE: swap them.")
     return out[0], out[1]
+
+
+def city_flags(values: np.ndarray) -> np.ndarray:
+    """True where city_initiated is 1 (a number, or text as written by another tool); NULL is not."""
+    if values.dtype != object:
+        return np.asarray(values, dtype=float) == 1
+    return np.array([v is not None and str(v) not in ("NULL", "") and float(v) == 1 for v in values.tolist()],
+                    dtype=bool)
 
 
 def date_mask(values: np.ndarray, start, end) -> np.ndarray:
@@ -67,7 +78,9 @@ class PrecinctStats(Civic311Algorithm):
         "in no precinct: its total can fall short of MATCHED by the number of such boundary points. Requests and "
         "precincts may be in different CRSs. The test runs on a grid rasterised once over all precincts: points "
         "in cells no boundary crosses take their cell's precinct, only points in boundary cells are tested "
-        "exactly (same result, a few seconds for 10 million points). Invalid "
+        "exactly (same result, a few seconds for 10 million points). A GeoPackage or other OGR point layer of "
+        "requests (with a CRS, no selection or filter) is read a block at a time and counted as it is read, so "
+        "memory does not grow with the number of requests. Invalid "
         "precinct geometries are repaired (makeValid) with a warning naming them, never dropped.\n\n"
         "Output fields added to the precincts:\n"
         "• requests: number of requests in the precinct (sum = MATCHED)\n"
@@ -176,11 +189,10 @@ class PrecinctStats(Civic311Algorithm):
                                              "'Import 311 requests' first, or leave the dates empty).")
             wanted.append("created_at")
 
-        feedback.setProgressText(self.tr("Reading requests"))
-        points = read_points(self, parameters, "REQUESTS", context, feedback, wanted,
+        stream = PointStream(self, parameters, "REQUESTS", context, feedback, wanted,
                              categorical=[category_field] if category_field else [])
         feedback.setProgressText(self.tr("Reading precincts"))
-        precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=points.crs,
+        precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=stream.crs,
                                   label_field=id_field)
         n = len(precincts.features)
         if n == 0:
@@ -191,50 +203,52 @@ class PrecinctStats(Civic311Algorithm):
             feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each polygon "
                                  "is counted on its own; joins by id will be ambiguous): "
                                  + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
-        x, y = points.x, points.y
-        categories = points.attrs.get(category_field) if category_field else None
-        out_of_range = 0
-        city = None
-        if has_city:
-            flags = points.attrs["city_initiated"]
-            city = np.array([v is not None and str(v) not in ("NULL", "") and float(v) == 1 for v in flags.tolist()],
-                            dtype=bool) if flags.dtype == object else np.asarray(flags, dtype=float) == 1
-        keep = np.ones(len(x), dtype=bool)
-        if "created_at" in wanted:
-            keep = date_mask(points.attrs["created_at"], start, end)
-            out_of_range = int((~keep).sum())
-        excluded = 0
-        if exclude:
-            cats = pd.Categorical(categories)  # a Categorical already, unless read from a non-text field
-            hit = np.isin([str(c).strip().lower() for c in cats.categories], list(exclude))
-            out = keep & np.append(hit, False)[cats.codes]  # code -1 (no category) is never excluded
-            excluded = int(out.sum())
-            keep &= ~out
-            feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")
-        x, y = x[keep], y[keep]
-        if categories is not None:
-            categories = categories[keep]
-        city_x = city_y = None
-        if city is not None:
-            city = city[keep]
-            city_x, city_y = x[city], y[city]
-            if resident_only:
-                x, y = x[~city], y[~city]
-                if categories is not None:
-                    categories = categories[~city]
-                feedback.pushInfo(f"RESIDENT_ONLY: {int(city.sum())} city-initiated request(s) are counted apart "
-                                  "(field city_initiated), not in requests and the rates.")
 
+        # the requests are tallied a block at a time as they are read (never all held): the precincts' lookup
+        # grid is built in a worker thread while the first blocks are read in another
         feedback.setProgressText(self.tr("Assigning requests to precincts"))
-        assignment = assign_points_to_polygons(
-            x, y, precincts.polygons,
-            progress=lambda f: (feedback.setProgress(20 + 60 * f), not feedback.isCanceled())[1])
-        if feedback.isCanceled():
-            return {}
-        city_counts = np.full(n, np.nan)
-        if city_x is not None:
-            owner = assign_points_to_polygons(city_x, city_y, precincts.polygons)
-            city_counts = np.bincount(owner[owner >= 0], minlength=n).astype(float)
+        tally, city_tally = Tally(n), Tally(n)
+        out_of_range = excluded = city_total = seen = 0
+        excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
+        with ThreadPoolExecutor(1) as pool, closing(iter(stream)) as blocks:
+            building = pool.submit(PolygonLookup, precincts.polygons, max(stream.expected, 0))
+            lookup = None
+            for block in blocks:
+                lookup = lookup or building.result()
+                seen += len(block.x)
+                keep = np.ones(len(block.x), dtype=bool)
+                if "created_at" in wanted:
+                    keep = date_mask(block.attrs["created_at"], start, end)
+                    out_of_range += int((~keep).sum())
+                codes = block.attrs[category_field] if category_field else None
+                if exclude:
+                    labels = stream.labels[category_field]
+                    if len(excluded_code) < len(labels):
+                        excluded_code = np.append(excluded_code, [str(c).strip().lower() in exclude
+                                                                  for c in labels[len(excluded_code):]])
+                    out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
+                    excluded += int(out.sum())
+                    keep &= ~out
+                assignment = lookup.assign(block.x[keep], block.y[keep])
+                if codes is not None:
+                    codes = codes[keep]
+                if has_city:
+                    city = city_flags(block.attrs["city_initiated"])[keep]
+                    city_total += int(city.sum())
+                    city_tally.add(assignment[city])
+                    if resident_only:
+                        assignment = assignment[~city]
+                        codes = None if codes is None else codes[~city]
+                tally.add(assignment, codes)
+                feedback.setProgress(20 + 60 * min(seen / max(stream.expected, 1), 1))
+                if feedback.isCanceled():
+                    return {}
+        if exclude:
+            feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")
+        if has_city and resident_only:
+            feedback.pushInfo(f"RESIDENT_ONLY: {city_total} city-initiated request(s) are counted apart "
+                              "(field city_initiated), not in requests and the rates.")
+        city_counts = city_tally.requests.astype(float) if has_city else np.full(n, np.nan)
 
         def numbers(field):
             if not field:
@@ -250,13 +264,14 @@ class PrecinctStats(Civic311Algorithm):
             more = " …" if len(names) > 20 else ""
             feedback.pushWarning(f"{len(names)} precinct(s) have no geometry: they are left out of every statistic "
                                  "(their fields are NULL): " + ", ".join(names[:20]) + more)
-        summary = summarise(assignment, categories, n, numbers(voters_field), numbers(ballots_field),
-                            top_n=top_n, suppress_below=suppress, located=located)
+        summary = summarise_tally(tally, stream.labels[category_field] if category_field else None,
+                                  numbers(voters_field), numbers(ballots_field), top_n=top_n,
+                                  suppress_below=suppress, located=located)
         for message in summary.warnings:
             feedback.pushWarning(message)
-        unmatched = summary.unmatched + points.null_geometry
+        unmatched = summary.unmatched + stream.null_geometry
         feedback.pushInfo(f"{summary.matched} requests matched a precinct; {summary.unmatched} fell outside every "
-                          f"precinct; {points.null_geometry} had no location; {out_of_range} were outside the "
+                          f"precinct; {stream.null_geometry} had no location; {out_of_range} were outside the "
                           "date range and not counted.")
 
         new = [("requests", "int"), ("rate_1k", "double"), ("rate_eb", "double"), ("quintile", "int"),

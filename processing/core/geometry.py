@@ -10,8 +10,8 @@ import numpy as np
 
 Ring = np.ndarray  # (m, 2) float64, closed (first vertex == last vertex)
 Polygon = List[Ring]  # all rings of all parts of one feature (even-odd rule applies)
-CELLS_PER_POINT = 2.0  # assign_points_to_polygons' grid: cells per point, at most MAX_CELLS
-MAX_CELLS = 16_000_000
+CELLS_PER_POINT = 1.0  # assign_points_to_polygons' grid: cells per point, at most MAX_CELLS
+MAX_CELLS = 8_000_000
 
 
 def polygon_rings_from_wkb(wkb: bytes) -> Polygon:
@@ -113,6 +113,10 @@ class _Polygons:
         has = np.diff(self.edge_start) > 0
         self.ids = np.flatnonzero(has)
         e = self.edges
+        # what the exact test gathers per (point, edge): y1 and y2 side by side, then x1, x2 - x1, y2 - y1 only
+        # for the edges that straddle the point's y (a third of them, or fewer)
+        self.edge_y = np.ascontiguousarray(e[:, [1, 3]])
+        self.edge_x = np.column_stack([e[:, 0], e[:, 2] - e[:, 0], e[:, 3] - e[:, 1]])
         if len(e) == 0:
             return
         lo_x, hi_x = np.minimum(e[:, 0], e[:, 2]), np.maximum(e[:, 0], e[:, 2])
@@ -121,9 +125,9 @@ class _Polygons:
         self.box = np.column_stack([np.minimum.reduceat(lo_x, at), np.minimum.reduceat(lo_y, at),
                                     np.maximum.reduceat(hi_x, at), np.maximum.reduceat(hi_y, at)])
         self.extent = (float(lo_x.min()), float(lo_y.min()), float(hi_x.max()), float(hi_y.max()))
-        # coarse grid: about four polygons' boxes per cell side
+        # coarse grid: about half a polygon's box per cell side (two or three candidates per cell)
         x0, y0, x1, y1 = self.extent
-        side = int(np.clip(np.sqrt(len(self.ids)) / 2, 1, 1024))
+        side = int(np.clip(np.sqrt(len(self.ids)) * 2, 1, 2048))
         self.cw, self.ch = max(x1 - x0, 1e-12) / side * (1 + 1e-9), max(y1 - y0, 1e-12) / side * (1 + 1e-9)
         self.side = side
         c = self._cells(self.box)
@@ -162,13 +166,13 @@ class _Polygons:
             q, poly = q[inbox], poly[inbox]
             start = self.edge_start[self.ids[poly]]
             pair, edge = _expand(start, self.edge_start[self.ids[poly] + 1] - start)
-            px, py = bx[q][pair], by[q][pair]
-            e = self.edges[edge]
-            straddle = (e[:, 1] > py) != (e[:, 3] > py)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                xint = e[:, 0] + (py - e[:, 1]) * (e[:, 2] - e[:, 0]) / (e[:, 3] - e[:, 1])
-            crossings = np.bincount(pair, weights=straddle & (px < xint), minlength=len(q))
-            inside = crossings.astype(np.int64) % 2 == 1
+            py = by[q][pair]
+            ey = self.edge_y[edge]
+            straddle = np.flatnonzero((ey[:, 0] > py) != (ey[:, 1] > py))
+            pair, py, ex = pair[straddle], py[straddle], self.edge_x[edge[straddle]]
+            xint = ex[:, 0] + (py - ey[straddle, 0]) * ex[:, 1] / ex[:, 2]  # dy != 0: the edge straddles py
+            crossings = np.bincount(pair[bx[q][pair] < xint], minlength=len(q))
+            inside = crossings % 2 == 1
             # pairs run by query, candidates ascending within a query: the first inside pair is the lowest
             q, poly = q[inside], poly[inside]
             first = np.ones(len(q), dtype=bool)
@@ -179,81 +183,96 @@ class _Polygons:
 
 def assign_points_to_polygons(px: np.ndarray, py: np.ndarray, polygons: Sequence[Polygon],
                               progress=None, chunk: int = 65_536) -> np.ndarray:
-    """Index of the polygon containing each point, or -1. Each point gets at most one polygon: where polygons
-    overlap, the first in order. The crossing-number test uses half-open rules, so a point exactly on an edge
-    shared by two polygons is inside exactly one of them and polygons that tile the plane partition the points
-    (the convention of GDAL/ArcGIS "contains" for point counts).
+    """Index of the polygon containing each point, or -1 (PolygonLookup, built for these points)."""
+    return PolygonLookup(polygons, len(px)).assign(px, py, progress, chunk)
 
-    Vectorised across polygons, with no loop over them: a fine grid over the polygons is rasterised once. A
-    cell that no edge touches lies wholly inside the same polygons as its neighbours in the row, so its
-    points take the label of that run of cells (one exact test per run); only points in cells an edge
-    touches get the exact test against the candidate polygons whose boxes hold them."""
-    px, py = np.asarray(px, dtype=float), np.asarray(py, dtype=float)
-    result = np.full(len(px), -1, dtype=np.int64)
-    polys = _Polygons(polygons)
-    if len(polys.edges) == 0 or len(px) == 0:
+
+class PolygonLookup:
+    """Which polygon contains each point. Each point gets at most one polygon: where polygons overlap, the
+    first in order. The crossing-number test uses half-open rules, so a point exactly on an edge shared by two
+    polygons is inside exactly one of them and polygons that tile the plane partition the points (the convention
+    of GDAL/ArcGIS "contains" for point counts).
+
+    Vectorised across polygons, with no loop over them: a fine grid over the polygons is rasterised once (sized
+    for about ``points`` points). A cell that no edge touches lies wholly inside the same polygons as its
+    neighbours in the row, so its points take the label of that run of cells (one exact test per run); only
+    points in cells an edge touches get the exact test against the candidate polygons whose boxes hold them.
+    Built apart from the points, so a caller can build it while the points are still being read."""
+
+    def __init__(self, polygons: Sequence[Polygon], points: int):
+        self.polys = polys = _Polygons(polygons)
+        if len(polys.edges) == 0:
+            return
+        x0, y0, x1, y1 = polys.extent
+        # the fine grid: about a cell per point, at least 64 per polygon (8M cells: 50 MB of work arrays)
+        cells = int(np.clip(max(points * CELLS_PER_POINT, 64 * len(polys.ids)), 1024, MAX_CELLS))
+        w, h = max(x1 - x0, 1e-12), max(y1 - y0, 1e-12)
+        nx = int(np.clip(np.sqrt(cells * w / h), 1, 65_535))
+        ny = int(np.clip(cells / nx, 1, 65_535))
+        cw, ch = w / nx * (1 + 1e-9), h / ny * (1 + 1e-9)
+        self.nx, self.ny, self.cw, self.ch = nx, ny, cw, ch
+        # boundary cells: every cell an edge passes through. Edges are cut into pieces no longer than a cell on
+        # either axis; a piece lies within the 2 x 2 cells of its end points' corners.
+        e = polys.edges
+        ex1, ey1 = (e[:, 0] - x0) / cw, (e[:, 1] - y0) / ch
+        ex2, ey2 = (e[:, 2] - x0) / cw, (e[:, 3] - y0) / ch
+        pieces = (np.floor(np.maximum(np.abs(ex2 - ex1), np.abs(ey2 - ey1))) + 1).astype(np.int64)
+        boundary = np.zeros(nx * ny, dtype=bool)
+        for lo in range(0, len(e), 200_000):
+            sl = slice(lo, lo + 200_000)
+            edge, k = _expand(np.zeros(len(pieces[sl]), dtype=np.int64), pieces[sl])
+            edge += lo
+            t0, t1 = k / pieces[edge], (k + 1) / pieces[edge]
+            ax, bx = ex1[edge] + t0 * (ex2[edge] - ex1[edge]), ex1[edge] + t1 * (ex2[edge] - ex1[edge])
+            ay, by = ey1[edge] + t0 * (ey2[edge] - ey1[edge]), ey1[edge] + t1 * (ey2[edge] - ey1[edge])
+            # widened by a hair so that rounding never leaves a touched cell unmarked
+            for gx in (np.minimum(ax, bx) - 1e-6, np.maximum(ax, bx) + 1e-6):
+                for gy in (np.minimum(ay, by) - 1e-6, np.maximum(ay, by) + 1e-6):
+                    ix = np.clip(np.floor(gx), 0, nx - 1).astype(np.int64)
+                    iy = np.clip(np.floor(gy), 0, ny - 1).astype(np.int64)
+                    boundary[iy * nx + ix] = True
+        # interior cells: one exact test at the centre of the first cell of each run between boundary cells;
+        # boundary cells get the label -2 (test each point exactly)
+        grid = boundary.reshape(ny, nx)
+        run_start = ~grid.copy()
+        run_start[:, 1:] &= grid[:, :-1]
+        starts = np.flatnonzero(run_start.ravel())
+        start_label = polys.first_containing(x0 + (starts % nx + 0.5) * cw, y0 + (starts // nx + 0.5) * ch)
+        run_id = np.cumsum(run_start.ravel(), dtype=np.int32)
+        run_id -= 1  # the run each interior cell is in (-1 before the first run: a boundary cell)
+        del run_start
+        self.label = start_label.astype(np.int32)[run_id]
+        del run_id
+        self.label[boundary] = -2
+
+    def assign(self, px: np.ndarray, py: np.ndarray, progress=None, chunk: int = 65_536) -> np.ndarray:
+        """Index of the polygon containing each point, or -1; ``progress(fraction)`` returning False stops."""
+        px, py = np.asarray(px, dtype=float), np.asarray(py, dtype=float)
+        result = np.full(len(px), -1, dtype=np.int64)
+        polys = self.polys
+        if len(polys.edges) == 0 or len(px) == 0:
+            return result
+        x0, y0 = polys.extent[:2]
+        nx, ny, label = self.nx, self.ny, self.label
+        inv_w, inv_h = 1.0 / self.cw, 1.0 / self.ch
+        for lo in range(0, len(px), chunk):
+            if progress is not None and progress(lo / max(len(px), 1)) is False:
+                break
+            bx, by = px[lo:lo + chunk], py[lo:lo + chunk]
+            fx, fy = (bx - x0) * inv_w, (by - y0) * inv_h
+            outside = ~((fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny))  # NaN is outside too
+            np.clip(fx, 0, nx - 1, out=fx)
+            np.clip(fy, 0, ny - 1, out=fy)
+            fx[outside] = 0
+            fy[outside] = 0
+            cell = fy.astype(np.int32) * np.int32(nx) + fx.astype(np.int32)
+            got = label[cell]
+            got[outside] = -1
+            result[lo:lo + chunk] = got
+            hard = np.flatnonzero(got == -2)
+            if len(hard):
+                result[lo + hard] = polys.first_containing(bx[hard], by[hard])
         return result
-    x0, y0, x1, y1 = polys.extent
-    inside_box = int(np.count_nonzero((px >= x0) & (px <= x1) & (py >= y0) & (py <= y1)))
-    # the fine grid: about two cells per point, at least 64 per polygon (16M cells: 100 MB of work arrays)
-    cells = int(np.clip(max(inside_box * CELLS_PER_POINT, 64 * len(polys.ids)), 1024, MAX_CELLS))
-    w, h = max(x1 - x0, 1e-12), max(y1 - y0, 1e-12)
-    nx = int(np.clip(np.sqrt(cells * w / h), 1, 65_535))
-    ny = int(np.clip(cells / nx, 1, 65_535))
-    cw, ch = w / nx * (1 + 1e-9), h / ny * (1 + 1e-9)
-    # boundary cells: every cell an edge passes through. Edges are cut into pieces no longer than a cell on
-    # either axis; a piece lies within the 2 x 2 cells of its end points' corners.
-    e = polys.edges
-    ex1, ey1 = (e[:, 0] - x0) / cw, (e[:, 1] - y0) / ch
-    ex2, ey2 = (e[:, 2] - x0) / cw, (e[:, 3] - y0) / ch
-    pieces = (np.floor(np.maximum(np.abs(ex2 - ex1), np.abs(ey2 - ey1))) + 1).astype(np.int64)
-    boundary = np.zeros(nx * ny, dtype=bool)
-    for lo in range(0, len(e), 200_000):
-        sl = slice(lo, lo + 200_000)
-        edge, k = _expand(np.zeros(len(pieces[sl]), dtype=np.int64), pieces[sl])
-        edge += lo
-        t0, t1 = k / pieces[edge], (k + 1) / pieces[edge]
-        ax, bx = ex1[edge] + t0 * (ex2[edge] - ex1[edge]), ex1[edge] + t1 * (ex2[edge] - ex1[edge])
-        ay, by = ey1[edge] + t0 * (ey2[edge] - ey1[edge]), ey1[edge] + t1 * (ey2[edge] - ey1[edge])
-        # widened by a hair so that rounding never leaves a touched cell unmarked
-        for gx in (np.minimum(ax, bx) - 1e-6, np.maximum(ax, bx) + 1e-6):
-            for gy in (np.minimum(ay, by) - 1e-6, np.maximum(ay, by) + 1e-6):
-                ix = np.clip(np.floor(gx), 0, nx - 1).astype(np.int64)
-                iy = np.clip(np.floor(gy), 0, ny - 1).astype(np.int64)
-                boundary[iy * nx + ix] = True
-    # interior cells: one exact test at the centre of the first cell of each run between boundary cells;
-    # boundary cells get the label -2 (test each point exactly)
-    grid = boundary.reshape(ny, nx)
-    run_start = ~grid.copy()
-    run_start[:, 1:] &= grid[:, :-1]
-    starts = np.flatnonzero(run_start.ravel())
-    start_label = polys.first_containing(x0 + (starts % nx + 0.5) * cw, y0 + (starts // nx + 0.5) * ch)
-    run_id = np.cumsum(run_start.ravel(), dtype=np.int32)
-    run_id -= 1  # the run each interior cell is in (-1 before the first run: a boundary cell)
-    del run_start
-    label = start_label.astype(np.int32)[run_id]
-    del run_id
-    label[boundary] = -2
-    del boundary, grid
-    inv_w, inv_h = 1.0 / cw, 1.0 / ch
-    for lo in range(0, len(px), chunk):
-        if progress is not None and progress(lo / max(len(px), 1)) is False:
-            break
-        bx, by = px[lo:lo + chunk], py[lo:lo + chunk]
-        fx, fy = (bx - x0) * inv_w, (by - y0) * inv_h
-        outside = ~((fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny))  # NaN is outside too
-        np.clip(fx, 0, nx - 1, out=fx)
-        np.clip(fy, 0, ny - 1, out=fy)
-        fx[outside] = 0
-        fy[outside] = 0
-        cell = fy.astype(np.int32) * np.int32(nx) + fx.astype(np.int32)
-        got = label[cell]
-        got[outside] = -1
-        result[lo:lo + chunk] = got
-        hard = np.flatnonzero(got == -2)
-        if len(hard):
-            result[lo + hard] = polys.first_containing(bx[hard], by[hard])
-    return result
 
 
 def polygon_centroid(rings: Polygon) -> tuple[float, float]:

@@ -104,39 +104,85 @@ def suppress_counts(counts: np.ndarray, requests: np.ndarray, threshold: int) ->
     return hidden
 
 
-def category_codes(categories, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(code per kept row, labels sorted as text) of a category column: missing values are "(none)". A pandas
-    Categorical is recoded through its few categories, with no Python object per row."""
+def category_codes(categories) -> tuple[np.ndarray, list[str]]:
+    """(code per row, -1 where missing; the label of each code) of a category column. A pandas Categorical is
+    read through its few categories, with no Python object per row; labels are the values as text."""
     import pandas as pd
 
     if isinstance(categories, pd.Categorical):
-        labels = np.array([str(c) for c in categories.categories] + ["(none)"], dtype=object)
-        if len(set(labels.tolist())) == len(labels):
-            codes = categories.codes[keep].astype(np.int64)
-            codes[codes < 0] = len(labels) - 1
-            order = np.argsort(labels, kind="stable")
-            used = np.bincount(codes, minlength=len(labels))[order] > 0  # only the labels that occur
-            rank = np.full(len(labels), -1, dtype=np.int64)
-            rank[order[used]] = np.arange(int(used.sum()))
-            return rank[codes], labels[order[used]]
-        categories = np.asarray(categories, dtype=object)  # two categories with the same text: merge them
-    cats = pd.Series(np.asarray(categories, dtype=object)[keep]).fillna("(none)").astype(str)
-    codes, labels = pd.factorize(cats, sort=True)
-    return codes, np.asarray(labels, dtype=object)
+        return categories.codes, [str(c) for c in categories.categories]
+    codes, uniques = pd.factorize(np.asarray(categories, dtype=object))  # None and NaN: -1
+    return codes, [str(u) for u in uniques]
+
+
+class Tally:
+    """Requests counted by precinct, and by precinct and category code, a block of points at a time: a whole
+    city's history is summarised without holding its points. Codes are -1 (no category) or index a label list
+    that may grow from block to block."""
+
+    def __init__(self, n_precincts: int):
+        self.n = n_precincts
+        self.requests = np.zeros(n_precincts, dtype=np.int64)
+        self.by_code = np.zeros((n_precincts, 1), dtype=np.int64)  # column 0: no category; code c: column c + 1
+        self.matched = 0
+        self.unmatched = 0
+
+    def add(self, assignment: np.ndarray, codes: np.ndarray | None = None) -> None:
+        """One block: the precinct of each point (-1: outside every precinct) and its category code."""
+        assignment = np.asarray(assignment)
+        inside = assignment >= 0
+        where = assignment[inside].astype(np.int64)
+        self.matched += len(where)
+        self.unmatched += len(assignment) - len(where)
+        self.requests += np.bincount(where, minlength=self.n)
+        if codes is None or not len(where):
+            return
+        column = np.asarray(codes)[inside].astype(np.int64) + 1
+        width = max(self.by_code.shape[1], int(column.max()) + 1)
+        if width > self.by_code.shape[1]:
+            self.by_code = np.pad(self.by_code, ((0, 0), (0, width - self.by_code.shape[1])))
+        self.by_code += np.bincount(where * width + column, minlength=self.n * width).reshape(self.n, width)
+
+    def category_table(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(precinct x label counts, labels sorted as text) over the labels that occur among matched requests;
+        a missing category is "(none)" and labels of the same text are merged."""
+        names = np.array(["(none)", *[str(v) for v in labels[:self.by_code.shape[1] - 1]]], dtype=object)
+        used = np.flatnonzero(self.by_code.sum(axis=0) > 0)
+        sorted_labels, which = np.unique(names[used], return_inverse=True)
+        table = np.zeros((self.n, len(sorted_labels)), dtype=np.int64)
+        for column, label in zip(used, which):  # a few columns: one per category
+            table[:, label] += self.by_code[:, column]
+        return table, sorted_labels
 
 
 def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts: int,
               voters: np.ndarray | None = None, ballots: np.ndarray | None = None,
               top_n: int = 5, suppress_below: int = 0, located: np.ndarray | None = None) -> PrecinctSummary:
-    """Counts by precinct from a point->precinct assignment (-1 = outside every precinct). Precincts not
-    ``located`` (no geometry) are left out of every statistic: NULL counts, rates and quintile, and no part in
-    the empirical-Bayes estimate."""
+    """Counts by precinct from a point->precinct assignment (-1 = outside every precinct); see summarise_tally."""
+    tally = Tally(n_precincts)
+    labels: list[str] = []
+    if categories is None:
+        tally.add(assignment)
+    else:
+        codes, labels = category_codes(categories)
+        tally.add(assignment, codes)
+    return summarise_tally(tally, labels if categories is not None else None, voters, ballots, top_n,
+                           suppress_below, located)
 
+
+def summarise_tally(tally: Tally, labels: list[str] | None, voters: np.ndarray | None = None,
+                    ballots: np.ndarray | None = None, top_n: int = 5, suppress_below: int = 0,
+                    located: np.ndarray | None = None) -> PrecinctSummary:
+    """Rates, quintiles and top categories from the counts of a Tally (``labels``: of its category codes, None
+    without categories). Precincts not ``located`` (no geometry) are left out of every statistic: NULL counts,
+    rates and quintile, and no part in the empirical-Bayes estimate."""
+    n_precincts = tally.n
     if located is not None and not np.all(located):
         missing = ~np.asarray(located, dtype=bool)
-        summary = summarise(assignment, categories, n_precincts,
-                            None if voters is None else np.where(missing, np.nan, np.asarray(voters, dtype=float)),
-                            ballots, top_n, suppress_below)
+        summary = summarise_tally(tally, labels,
+                                  None if voters is None else np.where(missing, np.nan,
+                                                                       np.asarray(voters, dtype=float)),
+                                  ballots, top_n, suppress_below)
         if voters is None:  # quintiles on the located precincts' counts only
             summary.quintile = quintiles(np.where(missing, np.nan, summary.requests.astype(float)))
         else:
@@ -156,10 +202,8 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
             summary.category_counts[missing] = np.nan
         return summary
 
-    assignment = np.asarray(assignment, dtype=np.int64)
-    inside = assignment >= 0
-    requests = np.bincount(assignment[inside], minlength=n_precincts).astype(np.int64)
-    matched = int(inside.sum())
+    requests = tally.requests.copy()
+    matched = tally.matched
     warns: list[str] = []
     nan = np.full(n_precincts, np.nan)
     rate_1k, rate_eb, turnout = nan.copy(), nan.copy(), nan.copy()
@@ -186,16 +230,13 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
     top_category = np.full(n_precincts, None, dtype=object)
     names: list[str] = []
     counts = np.zeros((n_precincts, 0))
-    if categories is not None and matched:
-        codes, labels = category_codes(categories, inside)  # labels sorted: ties go to the alphabetically first
-        n_cat = len(labels)
-        table = np.bincount(assignment[inside] * n_cat + codes, minlength=n_precincts * n_cat)
-        table = table.reshape(n_precincts, n_cat)
+    if labels is not None and matched:
+        table, sorted_labels = tally.category_table(labels)  # sorted: ties go to the alphabetically first
         city = table.sum(axis=0)
         ranked = np.argsort(-city, kind="stable")[:max(int(top_n), 0)]
-        names = [str(labels[j]) for j in ranked]
+        names = [str(sorted_labels[j]) for j in ranked]
         has = table.sum(axis=1) > 0
-        top_category[has] = np.asarray(labels, dtype=object)[table.argmax(axis=1)][has]
+        top_category[has] = np.asarray(sorted_labels, dtype=object)[table.argmax(axis=1)][has]
         counts = table[:, ranked].astype(float)
         if suppress_below > 0:
             hidden = suppress_counts(counts, requests, suppress_below)
@@ -205,7 +246,7 @@ def summarise(assignment: np.ndarray, categories: np.ndarray | None, n_precincts
             position = {int(j): c for c, j in enumerate(ranked)}
             column = np.array([position.get(int(j), -1) for j in top])
             rows = np.arange(n_precincts)
-            in_hidden = (column >= 0) & hidden[rows, np.maximum(column, 0)]
+            in_hidden = (column >= 0) & (hidden[rows, np.maximum(column, 0)] if hidden.shape[1] else False)
             top_category[(table.max(axis=1) < suppress_below) | in_hidden] = None
     return PrecinctSummary(requests, rate_1k, rate_eb, quint, turnout, top_category, names,
-                           category_field_names(names), counts, matched, int((~inside).sum()), warns)
+                           category_field_names(names), counts, matched, tally.unmatched, warns)

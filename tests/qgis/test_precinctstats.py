@@ -233,3 +233,79 @@ def test_categories_read_as_codes_match_the_per_feature_read(run_alg, tmp_path):
     gone = expected["árbol caído"] + expected["Árbol Caído"]
     assert f"EXCLUDE_CATEGORIES left out {gone} request(s)" in "\n".join(dropped["_feedback"].messages)
     assert dropped["MATCHED"] + dropped["UNMATCHED"] == sum(expected.values()) - gone
+
+
+def _streaming_city(path, n: int = 150_000):
+    """A GeoPackage of ``n`` requests over the sample precincts (three Arrow batches and more): categories that
+    first appear in later batches, NULL and empty categories, NULL dates and flags, and features without
+    geometry."""
+    from osgeo import ogr, osr
+
+    sample = ogr.Open(str(SAMPLE))  # kept open while its layer is used
+    x0, x1, y0, y1 = sample.GetLayerByName("precincts").GetExtent()
+    rng = np.random.default_rng(16)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    layer = ds.CreateLayer("requests", srs, ogr.wkbPoint)
+    for name, kind in (("category", ogr.OFTString), ("created_at", ogr.OFTDateTime),
+                       ("city_initiated", ogr.OFTInteger)):
+        layer.CreateField(ogr.FieldDefn(name, kind))
+    xs = rng.uniform(x0 - 0.01, x1 + 0.01, n)
+    ys = rng.uniform(y0 - 0.01, y1 + 0.01, n)
+    names = ["Noise", "Rodent", "Graffiti", "", None, "Pothole"]
+    layer.StartTransaction()
+    for i in range(n):
+        feat = ogr.Feature(layer.GetLayerDefn())
+        if i % 997:
+            feat.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({xs[i]} {ys[i]})"))
+        name = names[i % len(names)] if i < 70_000 else ("Late Arrival" if i % 3 == 0 else f"Later {i % 4}")
+        if name is not None:
+            feat.SetField("category", name)
+        if i % 13:
+            feat.SetField("created_at", f"2024/0{1 + i % 6}/1{i % 10} 10:00:00")
+        if i % 11:
+            feat.SetField("city_initiated", int(i % 5 == 0))
+        layer.CreateFeature(feat)
+    layer.CommitTransaction()
+    ds = None
+
+
+def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monkeypatch):
+    """#16: precinctstats tallies the requests a block at a time as GDAL reads them (PointStream), never
+    holding them all. Over several Arrow batches, with categories that first appear in later batches, NULLs,
+    features without geometry, a date range, EXCLUDE_CATEGORIES and RESIDENT_ONLY, every output value and every
+    count reported is what the whole per-feature read gives."""
+    from qgis.core import QgsProcessingFeatureSourceDefinition
+    from qgis.PyQt.QtCore import QDate
+
+    from civic311.processing import layerio
+
+    path = tmp_path / "stream.gpkg"
+    _streaming_city(path)
+    batches = []
+    original = layerio._ogr_point_batches
+
+    def counted(*args, **kwargs):
+        for batch in original(*args, **kwargs):
+            batches.append(len(batch[0]))
+            yield batch
+
+    monkeypatch.setattr(layerio, "_ogr_point_batches", counted)
+    params = {**BASE, "PRECINCTS": f"{SAMPLE}|layername=precincts", "TOP_CATEGORIES": 10, "SUPPRESS_BELOW": 3,
+              "START_DATE": QDate(2024, 2, 1), "END_DATE": QDate(2024, 5, 31), "EXCLUDE_CATEGORIES": "rodent",
+              "RESIDENT_ONLY": True}
+    fast = run_alg(ALG, {**params, "REQUESTS": f"{path}|layername=requests"})
+    assert len(batches) >= 3 and sum(batches) == 150_000  # streamed, in several blocks
+    slow = run_alg(ALG, {**params, "REQUESTS": QgsProcessingFeatureSourceDefinition(
+        f"{path}|layername=requests", featureLimit=10**9)})  # a feature limit takes the per-feature read
+    assert len(batches) >= 3 and sum(batches) == 150_000  # the whole read did not go through the stream
+    rows = [[f.attributes() for f in res["OUTPUT"].getFeatures()] for res in (fast, slow)]
+    assert rows[0] == rows[1]
+    assert (fast["MATCHED"], fast["UNMATCHED"]) == (slow["MATCHED"], slow["UNMATCHED"])
+    assert fast["MATCHED"] == sum(f["requests"] for f in fast["OUTPUT"].getFeatures()) > 10_000
+    counts = [[m for m in res["_feedback"].messages if "request" in m] for res in (fast, slow)]
+    assert counts[0] == counts[1] and any("151 had no location" in m for m in counts[0])
+    names = [f.name() for f in fast["OUTPUT"].fields()]
+    assert "cat_late_arrival" in names and "cat_rodent" not in names and "cat_none" in names

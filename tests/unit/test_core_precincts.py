@@ -201,19 +201,49 @@ def test_assignment_does_not_loop_over_polygons(monkeypatch):
     assert len(calls) == 3 and sum(calls[1:]) < len(px) / 2  # most points took their cell's label
 
 
-def test_category_codes_of_a_categorical_equal_those_of_plain_text():
-    """#16: summarise recodes a pandas Categorical through its categories; same codes and sorted labels as
-    the per-row text path, with missing values and a literal "(none)" merged into "(none)"."""
+def _same_summary(a, b):
+    np.testing.assert_array_equal(a.requests, b.requests)
+    np.testing.assert_array_equal(a.category_counts, b.category_counts)  # NaN (hidden) in the same cells
+    assert a.top_category.tolist() == b.top_category.tolist() and a.category_names == b.category_names
+    assert (a.matched, a.unmatched) == (b.matched, b.unmatched)
+    np.testing.assert_array_equal(a.quintile, b.quintile)
+
+
+def test_tally_in_blocks_equals_one_pass_and_categorical_equals_text():
+    """#16: precinctstats counts a block of points at a time (Tally, codes into a label list that grows); the
+    summary equals that of all points at once, and a Categorical gives what plain text gives. A missing value
+    and a literal "(none)" are both "(none)"; labels that occur only outside every precinct get no column."""
     import pandas as pd
 
-    from civic311.processing.core.precincts import category_codes
+    from civic311.processing.core.precincts import Tally, summarise_tally
 
-    values = np.array(["b", None, "a", "(none)", "c", "b", None, "zz"], dtype=object)
-    keep = np.array([True, True, True, True, False, True, True, True])
-    plain = category_codes(values, keep)
-    coded = category_codes(pd.Categorical(values), keep)
-    assert list(plain[1]) == ["(none)", "a", "b", "zz"]  # "c" is not kept: no label
-    np.testing.assert_array_equal(coded[0], plain[0])
-    assert list(coded[1]) == list(plain[1])
-    unique = category_codes(pd.Categorical(["b", None, "a"]), np.ones(3, dtype=bool))
-    assert list(unique[1]) == ["(none)", "a", "b"] and list(unique[0]) == [2, 0, 1]
+    rng = np.random.default_rng(5)
+    assignment = rng.integers(-1, 6, 4000)
+    values = rng.choice(np.array(["b", None, "a", "(none)", "zz", "é", "B"], dtype=object), 4000)
+    values[assignment == -1] = rng.choice(np.array(["c", "a"], dtype=object), int((assignment == -1).sum()))
+    voters = np.array([900.0, 400, 0, 1200, 300, 700])
+    whole = summarise(assignment, values, 6, voters=voters, top_n=4, suppress_below=40)
+    assert whole.category_names[:1] and set(whole.category_names) <= {"(none)", "B", "a", "b", "zz", "é"}
+    as_categorical = summarise(assignment, pd.Categorical(values), 6, voters=voters, top_n=4, suppress_below=40)
+    _same_summary(as_categorical, whole)
+    tally, table = Tally(6), {}
+    for lo in range(0, 4000, 700):  # the stream's way: each block coded into one growing table
+        block = values[lo:lo + 700]
+        codes = np.array([table.setdefault(v, len(table)) if v is not None else -1 for v in block])
+        tally.add(assignment[lo:lo + 700], codes)
+    _same_summary(summarise_tally(tally, list(table), voters=voters, top_n=4, suppress_below=40), whole)
+    full = summarise(assignment, values, 6, top_n=10)
+    assert full.category_names == sorted(full.category_names, key=lambda c: -np.nansum(
+        full.category_counts[:, full.category_names.index(c)]))  # ranked by count
+    assert "c" not in full.category_names and "(none)" in full.category_names
+    n_none = int(((assignment >= 0) & np.isin(values, [None, "(none)"])).sum())
+    assert full.category_counts[:, full.category_names.index("(none)")].sum() == n_none
+    merged = summarise(np.array([0, 0, 1]), pd.Categorical([1, "1", None]), 2)  # categories 1 and "1": one label
+    assert merged.category_names == ["1", "(none)"] and merged.category_counts[:, 0].tolist() == [2.0, 0.0]
+
+
+def test_no_top_categories_with_suppression_does_not_fail():
+    """TOP_CATEGORIES 0 with SUPPRESS_BELOW: no category column, and the top category is still withheld where
+    its count is small (this raised an IndexError)."""
+    s = summarise(np.array([0, 1, 1, 1]), np.array(["a", "b", "b", "b"], dtype=object), 2, top_n=0, suppress_below=3)
+    assert s.category_names == [] and s.top_category.tolist() == [None, "b"]
