@@ -241,9 +241,11 @@ class PolygonLookup:
         run_id = np.cumsum(run_start.ravel(), dtype=np.int32)
         run_id -= 1  # the run each interior cell is in (-1 before the first run: a boundary cell)
         del run_start
-        self.label = start_label.astype(np.int32)[run_id]
+        label = start_label.astype(np.int32)[run_id]
         del run_id
-        self.label[boundary] = -2
+        label[boundary] = -2
+        # a border of cells labelled -1 all round: a point outside the grid (or NaN) is clamped into it
+        self.label = np.pad(label.reshape(ny, nx), 1, constant_values=-1).ravel()
 
     def assign(self, px: np.ndarray, py: np.ndarray, progress=None, chunk: int = 65_536) -> np.ndarray:
         """Index of the polygon containing each point, or -1; ``progress(fraction)`` returning False stops."""
@@ -259,15 +261,16 @@ class PolygonLookup:
             if progress is not None and progress(lo / max(len(px), 1)) is False:
                 break
             bx, by = px[lo:lo + chunk], py[lo:lo + chunk]
-            fx, fy = (bx - x0) * inv_w, (by - y0) * inv_h
-            outside = ~((fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny))  # NaN is outside too
-            np.clip(fx, 0, nx - 1, out=fx)
-            np.clip(fy, 0, ny - 1, out=fy)
-            fx[outside] = 0
-            fy[outside] = 0
-            cell = fy.astype(np.int32) * np.int32(nx) + fx.astype(np.int32)
+            cell = None
+            for values, origin, inverse, size in ((by, y0, inv_h, ny), (bx, x0, inv_w, nx)):
+                f = (values - origin) * inverse
+                # inside the grid: 1 .. size (0 and size + 1 are the border); fmax/fmin send NaN to the border
+                np.fmax(f, -1.0, out=f)
+                np.fmin(f, size, out=f)
+                f += 1.0
+                index = f.astype(np.int32)
+                cell = index if cell is None else cell * np.int32(nx + 2) + index
             got = label[cell]
-            got[outside] = -1
             result[lo:lo + chunk] = got
             hard = np.flatnonzero(got == -2)
             if len(hard):
