@@ -187,6 +187,16 @@ def assign_points_to_polygons(px: np.ndarray, py: np.ndarray, polygons: Sequence
     return PolygonLookup(polygons, len(px)).assign(px, py, progress, chunk)
 
 
+def _border_index(values: np.ndarray, origin: float, inverse: float, size: int) -> np.ndarray:
+    """Grid row or column of coordinates on a grid of ``size`` cells with a border: 1 .. size inside, 0 and
+    size + 1 outside (fmax and fmin send NaN to the border too)."""
+    f = (values - origin) * inverse
+    np.fmax(f, -1.0, out=f)
+    np.fmin(f, size, out=f)
+    f += 1.0
+    return f.astype(np.int32)
+
+
 class PolygonLookup:
     """Which polygon contains each point. Each point gets at most one polygon: where polygons overlap, the
     first in order. The crossing-number test uses half-open rules, so a point exactly on an edge shared by two
@@ -261,15 +271,7 @@ class PolygonLookup:
             if progress is not None and progress(lo / max(len(px), 1)) is False:
                 break
             bx, by = px[lo:lo + chunk], py[lo:lo + chunk]
-            cell = None
-            for values, origin, inverse, size in ((by, y0, inv_h, ny), (bx, x0, inv_w, nx)):
-                f = (values - origin) * inverse
-                # inside the grid: 1 .. size (0 and size + 1 are the border); fmax/fmin send NaN to the border
-                np.fmax(f, -1.0, out=f)
-                np.fmin(f, size, out=f)
-                f += 1.0
-                index = f.astype(np.int32)
-                cell = index if cell is None else cell * np.int32(nx + 2) + index
+            cell = _border_index(by, y0, inv_h, ny) * np.int32(nx + 2) + _border_index(bx, x0, inv_w, nx)
             got = label[cell]
             result[lo:lo + chunk] = got
             hard = np.flatnonzero(got == -2)
