@@ -337,48 +337,66 @@ def computed_ahead(items: Iterable, convert: Callable) -> Iterator:
 
 
 def produced_ahead(produce: Callable[[Callable], None], depth: int = 2) -> Iterator:
-    """The items that ``produce(hand)`` hands over, produced in a worker thread while the consumer works on the
-    previous ones (at most ``depth`` waiting). An error in the producer is raised in the consumer; a consumer
-    that stops early stops the producer (its next hand-over raises InterruptedError)."""
-    pending: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
+    """The items that ``produce(hand)`` hands over, produced in a worker thread (started when the first item is
+    asked for) while the consumer works on the previous ones; see Ahead."""
+    with Ahead(produce, depth) as ahead:
+        yield from ahead
 
-    def put(value) -> None:
-        while not stop.is_set():
+
+class Ahead:
+    """The items that ``produce(hand)`` hands over, produced in a worker thread that starts at once, while the
+    consumer works on the previous ones (at most ``depth`` waiting). An error in the producer is raised in the
+    consumer; ``close`` (or leaving the ``with`` block) stops the producer (its next hand-over raises
+    InterruptedError) and waits for it."""
+
+    _DONE = object()
+
+    def __init__(self, produce: Callable[[Callable], None], depth: int = 2):
+        self.pending: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self._work, args=(produce,), name="civic311-producer", daemon=True)
+        self.worker.start()
+
+    def _put(self, value) -> None:
+        while not self.stop.is_set():
             try:
-                pending.put(value, timeout=0.1)
+                self.pending.put(value, timeout=0.1)
                 return
             except queue.Full:
                 continue
         raise InterruptedError("The consumer stopped.")
 
-    def work() -> None:
+    def _work(self, produce) -> None:
         try:
-            produce(lambda item: put((item, None)))
-            put((done, None))
+            produce(lambda item: self._put((item, None)))
+            self._put((self._DONE, None))
         except InterruptedError:
-            if not stop.is_set():
-                put((None, InterruptedError("Cancelled.")))
+            if not self.stop.is_set():
+                self._put((None, InterruptedError("Cancelled.")))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             try:
-                put((None, exc))
+                self._put((None, exc))
             except InterruptedError:
                 pass
 
-    worker = threading.Thread(target=work, name="civic311-producer", daemon=True)
-    worker.start()
-    try:
+    def __iter__(self) -> Iterator:
         while True:
-            value, error = pending.get()
+            value, error = self.pending.get()
             if error is not None:
                 raise error
-            if value is done:
+            if value is self._DONE:
                 return
             yield value
-    finally:
-        stop.set()
-        worker.join()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.worker.join()
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndarray,

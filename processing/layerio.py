@@ -145,7 +145,7 @@ def _unmask(col):
 
 
 class _NotPlainPointsError(Exception):
-    """A batch GDAL's Arrow stream cannot give as plain points (multi-points, no feature ids): QGIS reads it."""
+    """A batch GDAL's Arrow stream cannot give as plain points (multi-points; for read_points, no feature ids)."""
 
 
 def _open_points_ogr(path: str, layer_name: str, fields: list[str]):
@@ -194,8 +194,6 @@ def _ogr_point_batches(lyr, fields: list[str], converters: dict | None, tables: 
             if any(w is not None and len(w) >= 5 and w[1] not in (1,) for w in wkbs):
                 raise _NotPlainPointsError  # multipoints etc.: let QGIS handle them
             x, y = points_from_wkb(wkbs)
-        if fid_col not in batch:
-            raise _NotPlainPointsError  # cannot tie rows back to QGIS feature ids: let QGIS read the layer
         attrs = {}
         for f in fields:
             if f in tables:
@@ -203,7 +201,7 @@ def _ogr_point_batches(lyr, fields: list[str], converters: dict | None, tables: 
                 continue
             values = _unmask(batch[f])  # strings decoded, NULL kept
             attrs[f] = converters[f](values) if converters and f in converters else values
-        yield x, y, attrs, batch[fid_col]
+        yield x, y, attrs, batch[fid_col] if fid_col in batch else None
 
 
 def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: dict | None = None,
@@ -221,6 +219,8 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
     tables: dict[str, dict] = {f: {} for f in categorical if f in cols}
     try:
         for x, y, attrs, fid in _ogr_point_batches(opened[1], fields, converters, tables):
+            if fid is None:
+                raise _NotPlainPointsError  # cannot tie rows back to QGIS feature ids: let QGIS read the layer
             xs.append(x)
             ys.append(y)
             fids.append(fid)
@@ -249,13 +249,16 @@ class PointBlock:
 
 class PointStream:
     """The points of a source a block at a time, for analyses that only tally them: a whole city's history
-    without holding it. A plain OGR layer with a CRS is read through GDAL's Arrow stream in a worker thread
-    (the next batch is read while the caller works on this one); any other source is read whole
-    (read_points) and given as one block. Coordinates stay in the source CRS (``crs``; without one, the CRS
-    is settled from the coordinates as read_points does).
+    without holding it. A plain OGR point layer with a CRS is read through GDAL's Arrow stream in a worker
+    thread, from the moment the stream is entered (``with``) while the caller prepares, and then one batch
+    ahead of the caller's work; any other source is read whole (read_points) and given as one block.
+    Coordinates stay in the source CRS (``crs``; without one, the CRS is settled from the coordinates as
+    read_points does).
 
     ``categorical`` text fields come as int32 codes, -1 for NULL and empty text, into ``labels[field]``, which
     grows as new values appear. Features without geometry are counted in ``null_geometry`` and left out."""
+
+    AHEAD = 64  # batches read ahead at most: 4 million points, some 100 MB
 
     def __init__(self, alg, parameters, key: str, context, feedback, fields: Iterable[str] = (),
                  categorical: Iterable[str] = ()):
@@ -268,12 +271,24 @@ class PointStream:
         plain = _plain_source_path(parameters, key, alg.parameterAsVectorLayer(parameters, key, context))
         self._plain = plain if plain and source.sourceCrs().isValid() and _plain_points(*plain) else None
         self._whole: PointTable | None = None
+        self._ahead = None
         if self._plain is not None:
             self.crs = source.sourceCrs()
         else:
             self._whole = read_points(alg, parameters, key, context, feedback, self.fields,
                                       categorical=self.categorical)
             self.crs, self.null_geometry = self._whole.crs, self._whole.null_geometry
+
+    def __enter__(self) -> PointStream:
+        from .gpkgwriter import Ahead
+
+        if self._plain is not None and self._ahead is None:
+            self._ahead = Ahead(self._produce, depth=self.AHEAD)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
 
     def __iter__(self):
         if self._whole is not None:
@@ -284,47 +299,45 @@ class PointStream:
                 attrs[f] = attrs[f].codes.astype(np.int32)
             yield PointBlock(whole.x, whole.y, attrs)
             return
-        from .gpkgwriter import produced_ahead
+        if self._plain is None:
+            return
+        with self:
+            for block, nulls, new in self._ahead:
+                self.null_geometry += nulls
+                for f, values in new.items():
+                    self.labels[f].extend(values)
+                yield block
 
+    def _produce(self, hand) -> None:
+        """In the worker thread: GDAL, decoding and the category codes, a batch at a time."""
         path, layer_name = self._plain
-
-        def produce(hand) -> None:  # in the worker thread: GDAL, decoding and the category codes
-            opened = _open_points_ogr(path, layer_name, self.fields)
-            if opened is None:
-                raise QgsProcessingException(f"GDAL cannot read {path} any more.")
-            tables: dict[str, dict] = {f: {} for f in self.categorical}
-            orders: dict[str, list] = {f: [] for f in self.categorical}
-            try:
-                for x, y, attrs, _ in _ogr_point_batches(opened[1], self.fields, None, tables, orders):
-                    ok = np.isfinite(x) & np.isfinite(y)
-                    nulls = len(ok) - int(np.count_nonzero(ok))
-                    if nulls:
-                        x, y, attrs = x[ok], y[ok], {f: v[ok] for f, v in attrs.items()}
-                    new = {f: orders[f][:] for f in self.categorical}
-                    for f in self.categorical:
-                        orders[f].clear()
-                    hand((PointBlock(np.array(x, dtype=float), np.array(y, dtype=float), attrs), nulls, new))
-            except _NotPlainPointsError:
-                raise QgsProcessingException(
-                    f"{layer_name or path} holds geometries that are not single points although the layer is a "
-                    "point layer: save it again as single points (Multipart to singleparts).") from None
-
-        # up to 16 batches (a million points, some 30 MB) read ahead: the reading goes on while the caller
-        # prepares (e.g. builds a lookup grid) before it takes the first block
-        for block, nulls, new in produced_ahead(produce, depth=16):
-            self.null_geometry += nulls
-            for f, values in new.items():
-                self.labels[f].extend(values)
-            yield block
+        opened = _open_points_ogr(path, layer_name, self.fields)
+        if opened is None:
+            raise QgsProcessingException(f"GDAL cannot read {path} any more.")
+        tables: dict[str, dict] = {f: {} for f in self.categorical}
+        orders: dict[str, list] = {f: [] for f in self.categorical}
+        try:
+            for x, y, attrs, _ in _ogr_point_batches(opened[1], self.fields, None, tables, orders):
+                ok = np.isfinite(x) & np.isfinite(y)
+                nulls = len(ok) - int(np.count_nonzero(ok))
+                if nulls:
+                    x, y, attrs = x[ok], y[ok], {f: v[ok] for f, v in attrs.items()}
+                new = {f: orders[f][:] for f in self.categorical}
+                for f in self.categorical:
+                    orders[f].clear()
+                hand((PointBlock(np.array(x, dtype=float), np.array(y, dtype=float), attrs), nulls, new))
+        except _NotPlainPointsError:
+            raise QgsProcessingException(
+                f"{layer_name or path} holds geometries that are not single points although the layer is a "
+                "point layer: save it again as single points (Multipart to singleparts).") from None
 
 
 def _plain_points(path: str, layer_name: str) -> bool:
-    """Whether the OGR layer is declared as single points (an Arrow stream then gives plain point WKB)."""
+    """Whether GDAL gives the OGR layer as an Arrow stream and declares it single points (plain point WKB)."""
     from osgeo import ogr
 
-    ds = ogr.Open(path)
-    lyr = None if ds is None else (ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0))
-    return lyr is not None and ogr.GT_Flatten(lyr.GetGeomType()) == ogr.wkbPoint
+    opened = _open_points_ogr(path, layer_name, [])
+    return opened is not None and ogr.GT_Flatten(opened[1].GetGeomType()) == ogr.wkbPoint
 
 
 def _qvariant_to_py(value):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 
 import numpy as np
 from qgis.core import (
@@ -191,29 +190,28 @@ class PrecinctStats(Civic311Algorithm):
 
         stream = PointStream(self, parameters, "REQUESTS", context, feedback, wanted,
                              categorical=[category_field] if category_field else [])
-        feedback.setProgressText(self.tr("Reading precincts"))
-        precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=stream.crs,
-                                  label_field=id_field)
-        n = len(precincts.features)
-        if n == 0:
-            raise QgsProcessingException("PRECINCTS has no features: choose a layer with precinct polygons.")
-        ids = pd.Series([str(f[id_field]) for f in precincts.features])
-        repeated = ids[ids.duplicated(keep=False)].unique().tolist()
-        if repeated:
-            feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each polygon "
-                                 "is counted on its own; joins by id will be ambiguous): "
-                                 + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
-
-        # the requests are tallied a block at a time as they are read (never all held): the precincts' lookup
-        # grid is built in a worker thread while the first blocks are read in another
-        feedback.setProgressText(self.tr("Assigning requests to precincts"))
-        tally, city_tally = Tally(n), Tally(n)
+        # the requests are tallied a block at a time as they are read (never all held). GDAL starts reading them
+        # in a worker thread now, while the precincts are read here and their lookup grid is built in another
         out_of_range = excluded = city_total = seen = 0
-        excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
-        with ThreadPoolExecutor(1) as pool, closing(iter(stream)) as blocks:
+        with stream, ThreadPoolExecutor(1) as pool:
+            feedback.setProgressText(self.tr("Reading precincts"))
+            precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=stream.crs,
+                                      label_field=id_field)
+            n = len(precincts.features)
+            if n == 0:
+                raise QgsProcessingException("PRECINCTS has no features: choose a layer with precinct polygons.")
             building = pool.submit(PolygonLookup, precincts.polygons, max(stream.expected, 0))
+            ids = pd.Series([str(f[id_field]) for f in precincts.features])
+            repeated = ids[ids.duplicated(keep=False)].unique().tolist()
+            if repeated:
+                feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each "
+                                     "polygon is counted on its own; joins by id will be ambiguous): "
+                                     + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
+            feedback.setProgressText(self.tr("Assigning requests to precincts"))
+            tally, city_tally = Tally(n), Tally(n)
+            excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
             lookup = None
-            for block in blocks:
+            for block in stream:
                 lookup = lookup or building.result()
                 seen += len(block.x)
                 keep = np.ones(len(block.x), dtype=bool)
@@ -229,9 +227,11 @@ class PrecinctStats(Civic311Algorithm):
                     out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
                     excluded += int(out.sum())
                     keep &= ~out
-                assignment = lookup.assign(block.x[keep], block.y[keep])
-                if codes is not None:
-                    codes = codes[keep]
+                if keep.all():  # (no copy)
+                    assignment = lookup.assign(block.x, block.y)
+                else:
+                    assignment = lookup.assign(block.x[keep], block.y[keep])
+                    codes = None if codes is None else codes[keep]
                 if has_city:
                     city = city_flags(block.attrs["city_initiated"])[keep]
                     city_total += int(city.sum())

@@ -309,3 +309,14 @@ def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monke
     assert counts[0] == counts[1] and any("151 had no location" in m for m in counts[0])
     names = [f.name() for f in fast["OUTPUT"].fields()]
     assert "cat_late_arrival" in names and "cat_rodent" not in names and "cat_none" in names
+
+
+def test_an_error_while_the_stream_reads_ahead_stops_its_reader(run_alg):
+    """PRECINCTS is checked after GDAL has started reading REQUESTS in a worker thread: the error is the one
+    that says what to change, and the reader thread is stopped, not left running."""
+    import threading
+
+    empty = QgsVectorLayer("Polygon?crs=EPSG:4326&field=ward_prec:string", "e", "memory")
+    with pytest.raises(QgsProcessingException, match="no features"):
+        run_alg(ALG, {**BASE, "REQUESTS": f"{SAMPLE}|layername=requests", "PRECINCTS": empty})
+    assert not [t for t in threading.enumerate() if t.name == "civic311-producer"]
