@@ -190,59 +190,61 @@ class PrecinctStats(Civic311Algorithm):
 
         stream = PointStream(self, parameters, "REQUESTS", context, feedback, wanted,
                              categorical=[category_field] if category_field else [])
-        # the requests are tallied a block at a time as they are read (never all held). GDAL starts reading them
-        # in a worker thread now, while the precincts are read here and their lookup grid is built in another
+        feedback.setProgressText(self.tr("Reading precincts"))
+        precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=stream.crs,
+                                  label_field=id_field)
+        n = len(precincts.features)
+        if n == 0:
+            raise QgsProcessingException("PRECINCTS has no features: choose a layer with precinct polygons.")
+        ids = pd.Series([str(f[id_field]) for f in precincts.features])
+        repeated = ids[ids.duplicated(keep=False)].unique().tolist()
+        if repeated:
+            feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each polygon "
+                                 "is counted on its own; joins by id will be ambiguous): "
+                                 + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
+        # the requests are tallied a block at a time as they are read (never all held): GDAL reads them in a worker
+        # thread, from here on, while the precincts' lookup grid is built in another and then while the blocks
+        # read are counted
         out_of_range = excluded = city_total = seen = 0
-        with stream, ThreadPoolExecutor(1) as pool:
-            feedback.setProgressText(self.tr("Reading precincts"))
-            precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=stream.crs,
-                                      label_field=id_field)
-            n = len(precincts.features)
-            if n == 0:
-                raise QgsProcessingException("PRECINCTS has no features: choose a layer with precinct polygons.")
+        with ThreadPoolExecutor(1) as pool:
             building = pool.submit(PolygonLookup, precincts.polygons, max(stream.expected, 0))
-            ids = pd.Series([str(f[id_field]) for f in precincts.features])
-            repeated = ids[ids.duplicated(keep=False)].unique().tolist()
-            if repeated:
-                feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each "
-                                     "polygon is counted on its own; joins by id will be ambiguous): "
-                                     + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
             feedback.setProgressText(self.tr("Assigning requests to precincts"))
             tally, city_tally = Tally(n), Tally(n)
             excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
             lookup = None
-            for block in stream:
-                lookup = lookup or building.result()
-                seen += len(block.x)
-                keep = np.ones(len(block.x), dtype=bool)
-                if "created_at" in wanted:
-                    keep = date_mask(block.attrs["created_at"], start, end)
-                    out_of_range += int((~keep).sum())
-                codes = block.attrs[category_field] if category_field else None
-                if exclude:
-                    labels = stream.labels[category_field]
-                    if len(excluded_code) < len(labels):
-                        excluded_code = np.append(excluded_code, [str(c).strip().lower() in exclude
-                                                                  for c in labels[len(excluded_code):]])
-                    out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
-                    excluded += int(out.sum())
-                    keep &= ~out
-                if keep.all():  # (no copy)
-                    assignment = lookup.assign(block.x, block.y)
-                else:
-                    assignment = lookup.assign(block.x[keep], block.y[keep])
-                    codes = None if codes is None else codes[keep]
-                if has_city:
-                    city = city_flags(block.attrs["city_initiated"])[keep]
-                    city_total += int(city.sum())
-                    city_tally.add(assignment[city])
-                    if resident_only:
-                        assignment = assignment[~city]
-                        codes = None if codes is None else codes[~city]
-                tally.add(assignment, codes)
-                feedback.setProgress(20 + 60 * min(seen / max(stream.expected, 1), 1))
-                if feedback.isCanceled():
-                    return {}
+            with stream:
+                for block in stream:
+                    lookup = lookup or building.result()
+                    seen += len(block.x)
+                    keep = np.ones(len(block.x), dtype=bool)
+                    if "created_at" in wanted:
+                        keep = date_mask(block.attrs["created_at"], start, end)
+                        out_of_range += int((~keep).sum())
+                    codes = block.attrs[category_field] if category_field else None
+                    if exclude:
+                        labels = stream.labels[category_field]
+                        if len(excluded_code) < len(labels):
+                            excluded_code = np.append(excluded_code, [str(c).strip().lower() in exclude
+                                                                      for c in labels[len(excluded_code):]])
+                        out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
+                        excluded += int(out.sum())
+                        keep &= ~out
+                    if keep.all():  # (no copy)
+                        assignment = lookup.assign(block.x, block.y)
+                    else:
+                        assignment = lookup.assign(block.x[keep], block.y[keep])
+                        codes = None if codes is None else codes[keep]
+                    if has_city:
+                        city = city_flags(block.attrs["city_initiated"])[keep]
+                        city_total += int(city.sum())
+                        city_tally.add(assignment[city])
+                        if resident_only:
+                            assignment = assignment[~city]
+                            codes = None if codes is None else codes[~city]
+                    tally.add(assignment, codes)
+                    feedback.setProgress(20 + 60 * min(seen / max(stream.expected, 1), 1))
+                    if feedback.isCanceled():
+                        return {}
         if exclude:
             feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")
         if has_city and resident_only:

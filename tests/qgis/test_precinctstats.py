@@ -311,12 +311,29 @@ def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monke
     assert "cat_late_arrival" in names and "cat_rodent" not in names and "cat_none" in names
 
 
-def test_an_error_while_the_stream_reads_ahead_stops_its_reader(run_alg):
-    """PRECINCTS is checked after GDAL has started reading REQUESTS in a worker thread: the error is the one
-    that says what to change, and the reader thread is stopped, not left running."""
+def test_cancelling_while_the_stream_reads_ahead_stops_its_reader(run_alg, tmp_path, monkeypatch):
+    """GDAL reads REQUESTS ahead in a worker thread while the blocks are counted: cancelling after the first
+    block ends the run and stops the reader thread, not left running (nor blocked on a full queue)."""
     import threading
 
-    empty = QgsVectorLayer("Polygon?crs=EPSG:4326&field=ward_prec:string", "e", "memory")
-    with pytest.raises(QgsProcessingException, match="no features"):
-        run_alg(ALG, {**BASE, "REQUESTS": f"{SAMPLE}|layername=requests", "PRECINCTS": empty})
+    from qgis.core import QgsProcessingFeedback
+
+    from civic311.processing.layerio import PointStream
+
+    monkeypatch.setattr(PointStream, "AHEAD", 1)  # the reader waits on a full queue when the run is cancelled
+    path = tmp_path / "stream.gpkg"
+    _streaming_city(path)
+
+    class CancelAtFirstBlock(QgsProcessingFeedback):
+        def setProgress(self, progress):  # noqa: N802 - QGIS API
+            super().setProgress(progress)
+            if progress > 20:
+                self.cancel()
+
+    try:
+        result = run_alg(ALG, {**BASE, "REQUESTS": f"{path}|layername=requests",
+                               "PRECINCTS": f"{SAMPLE}|layername=precincts"}, feedback=CancelAtFirstBlock())
+    except QgsProcessingException:
+        result = {}
+    assert not result.get("OUTPUT")
     assert not [t for t in threading.enumerate() if t.name == "civic311-producer"]
