@@ -43,6 +43,9 @@ def date_bounds(alg, parameters, context):
     return out[0], out[1]
 
 
+MAX_CATEGORIES = 5_000  # distinct values of CATEGORY_FIELD: counts per precinct and category stay a few 100 MB
+
+
 def city_flags(values: np.ndarray) -> np.ndarray:
     """True where city_initiated is 1 (a number, or text as written by another tool); NULL is not."""
     if values.dtype != object:
@@ -94,7 +97,8 @@ class PrecinctStats(Civic311Algorithm):
         "• city_initiated: requests city staff generated (the requests' city_initiated field = 1), left out of "
         "requests and the rates when RESIDENT_ONLY (default; counted in them too otherwise): a city crew's sweep "
         "is not residents' stress; NULL when the requests have no city_initiated field\n"
-        "• cat_<slug>: counts for the city-wide top categories\n\n"
+        "• cat_<slug>: counts for the city-wide top categories (of CATEGORY_FIELD; a field with more than "
+        f"{MAX_CATEGORIES:,} distinct values, such as an id, is refused)\n\n"
         "SUPPRESS_BELOW (privacy) hides small counts: every cat_ count from 1 to below it is NULL (primary "
         "suppression; zeros stay), "
         "and where a precinct's one hidden count could be recovered by subtraction (requests minus the shown "
@@ -221,6 +225,11 @@ class PrecinctStats(Civic311Algorithm):
                         keep = date_mask(block.attrs["created_at"], start, end)
                         out_of_range += int((~keep).sum())
                     codes = block.attrs[category_field] if category_field else None
+                    if codes is not None and len(stream.labels[category_field]) > MAX_CATEGORIES:
+                        raise QgsProcessingException(
+                            f"{category_field} has more than {MAX_CATEGORIES:,} distinct values, so it is no "
+                            "category (an id, an address or free text?): choose the category field for "
+                            "CATEGORY_FIELD, or leave it empty.")
                     if exclude:
                         labels = stream.labels[category_field]
                         if len(excluded_code) < len(labels):

@@ -337,3 +337,18 @@ def test_cancelling_while_the_stream_reads_ahead_stops_its_reader(run_alg, tmp_p
         result = {}
     assert not result.get("OUTPUT")
     assert not [t for t in threading.enumerate() if t.name == "civic311-producer"]
+
+
+def test_a_category_field_of_ids_is_refused_by_name(run_alg, monkeypatch):
+    """CATEGORY_FIELD naming a field of ids (a distinct value per request) would need a count per precinct and
+    value (4,000 precincts x 10 million ids): it is an error naming the field, before the counts are built."""
+    from civic311.processing.algorithms import precinctstats
+
+    monkeypatch.setattr(precinctstats, "MAX_CATEGORIES", 50)
+    points = [(-87.695 + (i % 20) * 0.0005, 41.805 + (i // 20) * 0.0005, None, f"SR-{i}") for i in range(60)]
+    layer = memory_points(points)
+    with pytest.raises(QgsProcessingException, match="category has more than 50 distinct values"):
+        run_alg(ALG, {**BASE, "REQUESTS": layer, "PRECINCTS": grid_precincts(), "CATEGORY_FIELD": "category"})
+    fine = run_alg(ALG, {**BASE, "REQUESTS": memory_points(points[:50]), "PRECINCTS": grid_precincts(),
+                         "CATEGORY_FIELD": "category", "TOP_CATEGORIES": 3})
+    assert fine["MATCHED"] == 50
