@@ -54,6 +54,14 @@ def city_flags(values: np.ndarray) -> np.ndarray:
                     dtype=bool)
 
 
+def excluded_by_code(labels: list, exclude: set[str], known: np.ndarray) -> np.ndarray:
+    """Per category code, whether EXCLUDE_CATEGORIES names its label (stripped, lower-cased): ``known`` holds
+    the answer for the first codes and grows with the labels that appeared since."""
+    if len(known) == len(labels):
+        return known
+    return np.append(known, [str(c).strip().lower() in exclude for c in labels[len(known):]]).astype(bool)
+
+
 def date_mask(values: np.ndarray, start, end) -> np.ndarray:
     """True where created_at is inside [start, end); missing dates are outside any explicit range."""
     times = to_datetimes(np.asarray(values))
@@ -210,50 +218,47 @@ class PrecinctStats(Civic311Algorithm):
         # thread, from here on, while the precincts' lookup grid is built in another and then while the blocks
         # read are counted
         out_of_range = excluded = city_total = seen = 0
-        with ThreadPoolExecutor(1) as pool:
-            building = pool.submit(PolygonLookup, precincts.polygons, max(stream.expected, 0))
-            feedback.setProgressText(self.tr("Assigning requests to precincts"))
-            tally, city_tally = Tally(n), Tally(n)
-            excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
-            lookup = None
-            with stream:
-                for block in stream:
-                    lookup = lookup or building.result()
-                    seen += len(block.x)
-                    keep = np.ones(len(block.x), dtype=bool)
-                    if "created_at" in wanted:
-                        keep = date_mask(block.attrs["created_at"], start, end)
-                        out_of_range += int((~keep).sum())
-                    codes = block.attrs[category_field] if category_field else None
-                    if codes is not None and len(stream.labels[category_field]) > MAX_CATEGORIES:
-                        raise QgsProcessingException(
-                            f"{category_field} has more than {MAX_CATEGORIES:,} distinct values, so it is no "
-                            "category (an id, an address or free text?): choose the category field for "
-                            "CATEGORY_FIELD, or leave it empty.")
-                    if exclude:
-                        labels = stream.labels[category_field]
-                        if len(excluded_code) < len(labels):
-                            excluded_code = np.append(excluded_code, [str(c).strip().lower() in exclude
-                                                                      for c in labels[len(excluded_code):]])
-                        out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
-                        excluded += int(out.sum())
-                        keep &= ~out
-                    if keep.all():  # (no copy)
-                        assignment = lookup.assign(block.x, block.y)
-                    else:
-                        assignment = lookup.assign(block.x[keep], block.y[keep])
-                        codes = None if codes is None else codes[keep]
-                    if has_city:
-                        city = city_flags(block.attrs["city_initiated"])[keep]
-                        city_total += int(city.sum())
-                        city_tally.add(assignment[city])
-                        if resident_only:
-                            assignment = assignment[~city]
-                            codes = None if codes is None else codes[~city]
-                    tally.add(assignment, codes)
-                    feedback.setProgress(20 + 60 * min(seen / max(stream.expected, 1), 1))
-                    if feedback.isCanceled():
-                        return {}
+        tally, city_tally = Tally(n), Tally(n)
+        excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
+        pool = ThreadPoolExecutor(1)
+        building = pool.submit(PolygonLookup, precincts.polygons, max(stream.expected, 0))
+        lookup = None
+        feedback.setProgressText(self.tr("Assigning requests to precincts"))
+        with pool, stream:
+            for block in stream:
+                lookup = lookup or building.result()
+                seen += len(block.x)
+                keep = np.ones(len(block.x), dtype=bool)
+                if "created_at" in wanted:
+                    keep = date_mask(block.attrs["created_at"], start, end)
+                    out_of_range += int((~keep).sum())
+                codes = block.attrs[category_field] if category_field else None
+                if codes is not None and len(stream.labels[category_field]) > MAX_CATEGORIES:
+                    raise QgsProcessingException(
+                        f"{category_field} has more than {MAX_CATEGORIES:,} distinct values, so it is no category "
+                        "(an id, an address or free text?): choose the category field for CATEGORY_FIELD, or "
+                        "leave it empty.")
+                if exclude:
+                    excluded_code = excluded_by_code(stream.labels[category_field], exclude, excluded_code)
+                    out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
+                    excluded += int(out.sum())
+                    keep &= ~out
+                if keep.all():  # (no copy)
+                    assignment = lookup.assign(block.x, block.y)
+                else:
+                    assignment = lookup.assign(block.x[keep], block.y[keep])
+                    codes = None if codes is None else codes[keep]
+                if has_city:
+                    city = city_flags(block.attrs["city_initiated"])[keep]
+                    city_total += int(city.sum())
+                    city_tally.add(assignment[city])
+                    if resident_only:
+                        assignment = assignment[~city]
+                        codes = None if codes is None else codes[~city]
+                tally.add(assignment, codes)
+                feedback.setProgress(20 + 60 * min(seen / max(stream.expected, 1), 1))
+                if feedback.isCanceled():
+                    return {}
         if exclude:
             feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")
         if has_city and resident_only:
