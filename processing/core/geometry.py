@@ -10,7 +10,7 @@ import numpy as np
 
 Ring = np.ndarray  # (m, 2) float64, closed (first vertex == last vertex)
 Polygon = List[Ring]  # all rings of all parts of one feature (even-odd rule applies)
-CELLS_PER_POINT = 1.0  # assign_points_to_polygons' grid: cells per point, at most MAX_CELLS
+CELLS_PER_POINT = 1.0  # PolygonLookup's grid: cells per point, at most MAX_CELLS
 MAX_CELLS = 8_000_000
 
 
