@@ -115,8 +115,12 @@ class _Polygons:
         e = self.edges
         # what the exact test gathers per (point, edge): y1 and y2 side by side, then x1, x2 - x1, y2 - y1 only
         # for the edges that straddle the point's y (a third of them, or fewer)
-        self.edge_y = np.ascontiguousarray(e[:, [1, 3]])
-        self.edge_x = np.column_stack([e[:, 0], e[:, 2] - e[:, 0], e[:, 3] - e[:, 1]])
+        # each edge from its lower end up: a boundary shared by two polygons is drawn in opposite directions, and
+        # computing the crossing from the same end for both gives the same x, so a point on it lies in exactly one
+        # of the two (not in neither, as an ulp's difference between the two computations could make it)
+        up = np.where((e[:, 1] > e[:, 3])[:, None], e[:, [2, 3, 0, 1]], e)
+        self.edge_y = np.ascontiguousarray(up[:, [1, 3]])
+        self.edge_x = np.column_stack([up[:, 0], up[:, 2] - up[:, 0], up[:, 3] - up[:, 1]])
         if len(e) == 0:
             return
         lo_x, hi_x = np.minimum(e[:, 0], e[:, 2]), np.maximum(e[:, 0], e[:, 2])
@@ -135,6 +139,31 @@ class _Polygons:
         poly, k = _expand(np.zeros(len(nx), dtype=np.int64), nx * ny)
         cell = (c[poly, 1] + k // nx[poly]) * side + c[poly, 0] + k % nx[poly]
         self.cand_start, self.cand = _csr(cell, poly, side * side)  # positions in self.ids, ascending per cell
+        self._bands(lo_y, hi_y)
+
+    def _bands(self, lo_y: np.ndarray, hi_y: np.ndarray) -> None:
+        """The edges of each polygon by horizontal band: the exact test gathers only the edges of the point's band
+        (an edge can straddle a point's y only if the point's band lies in the edge's band range, as floor is
+        monotone), not every edge of the polygon: a few edges per point, however many vertices a precinct has."""
+        span = max(self.extent[3] - self.extent[1], 1e-12)
+        owner = np.repeat(np.arange(len(self.ids)), np.diff(self.edge_start)[self.ids])  # position in self.ids
+        tall = np.flatnonzero(hi_y > lo_y)  # a horizontal edge straddles no y
+        dy = hi_y[tall] - lo_y[tall]
+        height = float(np.median(dy)) / 4 if len(dy) else span
+        while True:  # about four bands per typical edge, coarser while the table would exceed 8 entries per edge
+            self.band_h, bands = height, int(min(span / height, 1 << 24)) + 1
+            lo, hi = self.band_of(lo_y[tall]), self.band_of(hi_y[tall])
+            if int((hi - lo + 1).sum()) <= 8 * len(lo_y) + 1_000_000 or bands == 1:
+                break
+            height *= 2
+        self.band_lo, band_hi = self.band_of(self.box[:, 1]), self.band_of(self.box[:, 3])
+        self.band_base = np.concatenate([[0], np.cumsum(band_hi - self.band_lo + 1)])
+        edge, k = _expand(lo, hi - lo + 1)
+        slot = self.band_base[owner[tall][edge]] + k - self.band_lo[owner[tall][edge]]
+        self.band_start, self.band_edge = _csr(slot, tall[edge], int(self.band_base[-1]))
+
+    def band_of(self, y: np.ndarray) -> np.ndarray:
+        return np.floor((y - self.extent[1]) / self.band_h).astype(np.int64)
 
     def _cells(self, box: np.ndarray) -> np.ndarray:
         x0, y0 = self.extent[:2]
@@ -164,8 +193,10 @@ class _Polygons:
             px, py = bx[q], by[q]
             inbox = (px >= b[:, 0]) & (px <= b[:, 2]) & (py >= b[:, 1]) & (py <= b[:, 3])
             q, poly = q[inbox], poly[inbox]
-            start = self.edge_start[self.ids[poly]]
-            pair, edge = _expand(start, self.edge_start[self.ids[poly] + 1] - start)
+            slot = self.band_base[poly] + self.band_of(by[q]) - self.band_lo[poly]
+            start = self.band_start[slot]
+            pair, edge = _expand(start, self.band_start[slot + 1] - start)
+            edge = self.band_edge[edge]
             py = by[q][pair]
             ey = self.edge_y[edge]
             straddle = np.flatnonzero((ey[:, 0] > py) != (ey[:, 1] > py))
@@ -221,41 +252,55 @@ class PolygonLookup:
         ny = int(np.clip(cells / nx, 1, 65_535))
         cw, ch = w / nx * (1 + 1e-9), h / ny * (1 + 1e-9)
         self.nx, self.ny, self.cw, self.ch = nx, ny, cw, ch
-        # boundary cells: every cell an edge passes through. Edges are cut into pieces no longer than a cell on
-        # either axis; a piece lies within the 2 x 2 cells of its end points' corners.
+        # boundary cells: every cell an edge passes through. Edges are cut where they cross a grid line; each
+        # piece then lies in one cell, that of its midpoint, and each cut (and end) point is marked in the cells
+        # within a hair of it, so that rounding never leaves a touched cell unmarked.
         e = polys.edges
         ex1, ey1 = (e[:, 0] - x0) / cw, (e[:, 1] - y0) / ch
         ex2, ey2 = (e[:, 2] - x0) / cw, (e[:, 3] - y0) / ch
-        pieces = (np.floor(np.maximum(np.abs(ex2 - ex1), np.abs(ey2 - ey1))) + 1).astype(np.int64)
-        boundary = np.zeros(nx * ny, dtype=bool)
-        for lo in range(0, len(e), 200_000):
-            sl = slice(lo, lo + 200_000)
-            edge, k = _expand(np.zeros(len(pieces[sl]), dtype=np.int64), pieces[sl])
-            edge += lo
-            t0, t1 = k / pieces[edge], (k + 1) / pieces[edge]
-            ax, bx = ex1[edge] + t0 * (ex2[edge] - ex1[edge]), ex1[edge] + t1 * (ex2[edge] - ex1[edge])
-            ay, by = ey1[edge] + t0 * (ey2[edge] - ey1[edge]), ey1[edge] + t1 * (ey2[edge] - ey1[edge])
-            # widened by a hair so that rounding never leaves a touched cell unmarked
-            for gx in (np.minimum(ax, bx) - 1e-6, np.maximum(ax, bx) + 1e-6):
-                for gy in (np.minimum(ay, by) - 1e-6, np.maximum(ay, by) + 1e-6):
-                    ix = np.clip(np.floor(gx), 0, nx - 1).astype(np.int64)
-                    iy = np.clip(np.floor(gy), 0, ny - 1).astype(np.int64)
-                    boundary[iy * nx + ix] = True
+        # the grid has a border of cells all round (labelled -1 at the end: a point outside the grid, or NaN, is
+        # clamped into it), so cell (ix, iy) is at (iy + 1) * (nx + 2) + ix + 1; it counts as boundary until then
+        grid = np.zeros((ny + 2, nx + 2), dtype=bool)
+        grid[[0, -1], :] = grid[:, [0, -1]] = True
+        boundary = grid.ravel()
+
+        def mark(gx: np.ndarray, gy: np.ndarray) -> None:
+            for wx in (gx - 1e-6, gx + 1e-6):
+                ix = np.clip(np.floor(wx), 0, nx - 1).astype(np.int64) + 1
+                for wy in (gy - 1e-6, gy + 1e-6):
+                    boundary[(np.clip(np.floor(wy), 0, ny - 1).astype(np.int64) + 1) * (nx + 2) + ix] = True
+
+        for lo in range(0, len(e), 100_000):
+            a1, b1, a2, b2 = ex1[lo:lo + 100_000], ey1[lo:lo + 100_000], ex2[lo:lo + 100_000], ey2[lo:lo + 100_000]
+            cuts = []  # (edge, t) of each end and of each crossing of a grid line
+            for c1, c2 in ((a1, a2), (b1, b2)):
+                first = np.floor(np.minimum(c1, c2)) + 1
+                count = np.maximum(np.ceil(np.maximum(c1, c2)) - first, 0).astype(np.int64)
+                edge, k = _expand(np.zeros(len(count), dtype=np.int64), count)
+                cuts.append((edge, (first[edge] + k - c1[edge]) / (c2[edge] - c1[edge])))
+            ends = np.arange(len(a1))
+            edge = np.concatenate([ends, ends, cuts[0][0], cuts[1][0]])
+            t = np.concatenate([np.zeros(len(a1)), np.ones(len(a1)), cuts[0][1], cuts[1][1]])
+            order = np.lexsort((t, edge))
+            edge, t = edge[order], t[order]
+            mark(a1[edge] + t * (a2[edge] - a1[edge]), b1[edge] + t * (b2[edge] - b1[edge]))
+            same = np.flatnonzero(edge[1:] == edge[:-1])  # consecutive cuts of one edge: a piece between them
+            mid, edge = (t[same] + t[same + 1]) / 2, edge[same]
+            mark(a1[edge] + mid * (a2[edge] - a1[edge]), b1[edge] + mid * (b2[edge] - b1[edge]))
         # interior cells: one exact test at the centre of the first cell of each run between boundary cells;
         # boundary cells get the label -2 (test each point exactly)
-        grid = boundary.reshape(ny, nx)
-        run_start = ~grid.copy()
+        run_start = ~grid
         run_start[:, 1:] &= grid[:, :-1]
-        starts = np.flatnonzero(run_start.ravel())
-        start_label = polys.first_containing(x0 + (starts % nx + 0.5) * cw, y0 + (starts // nx + 0.5) * ch)
-        run_id = np.cumsum(run_start.ravel(), dtype=np.int32)
-        run_id -= 1  # the run each interior cell is in (-1 before the first run: a boundary cell)
+        starts = np.flatnonzero(run_start)
+        ix, iy = starts % (nx + 2) - 1, starts // (nx + 2) - 1
+        start_label = polys.first_containing(x0 + (ix + 0.5) * cw, y0 + (iy + 0.5) * ch)
+        run_id = np.cumsum(run_start, dtype=np.int32)  # (flattened)
+        run_id -= 1  # the run each interior cell is in
         del run_start
-        label = start_label.astype(np.int32)[run_id]
+        self.label = label = start_label.astype(np.int32)[run_id]
         del run_id
         label[boundary] = -2
-        # a border of cells labelled -1 all round: a point outside the grid (or NaN) is clamped into it
-        self.label = np.pad(label.reshape(ny, nx), 1, constant_values=-1).ravel()
+        label.reshape(ny + 2, nx + 2)[[0, -1], :] = label.reshape(ny + 2, nx + 2)[:, [0, -1]] = -1
 
     def assign(self, px: np.ndarray, py: np.ndarray, progress=None, chunk: int = 65_536) -> np.ndarray:
         """Index of the polygon containing each point, or -1; ``progress(fraction)`` returning False stops."""
