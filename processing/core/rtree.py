@@ -21,20 +21,24 @@ NODE_BYTES = 4 + MAX_CELLS * CELL.itemsize
 
 def _down(v: np.ndarray) -> np.ndarray:
     f = v.astype(np.float32)
-    return np.where(f.astype(np.float64) > v, np.nextafter(f, np.float32(-np.inf)), f)
+    np.nextafter(f, np.float32(-np.inf), out=f, where=f.astype(np.float64) > v)  # (only where rounded up)
+    return f
 
 
 def _up(v: np.ndarray) -> np.ndarray:
     f = v.astype(np.float32)
-    return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
+    np.nextafter(f, np.float32(np.inf), out=f, where=f.astype(np.float64) < v)
+    return f
 
 
 def _down_up(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """_down and _up of the same values (points: one float32 conversion for both)."""
-    f = v.astype(np.float32)
-    back = f.astype(np.float64)
-    return (np.where(back > v, np.nextafter(f, np.float32(-np.inf)), f),
-            np.where(back < v, np.nextafter(f, np.float32(np.inf)), f))
+    up = v.astype(np.float32)
+    back = up.astype(np.float64)
+    down = up.copy()
+    np.nextafter(down, np.float32(-np.inf), out=down, where=back > v)
+    np.nextafter(up, np.float32(np.inf), out=up, where=back < v)
+    return down, up
 
 
 def str_order(cx: np.ndarray, cy: np.ndarray, capacity: int = MAX_CELLS) -> np.ndarray:
@@ -45,6 +49,9 @@ def str_order(cx: np.ndarray, cy: np.ndarray, capacity: int = MAX_CELLS) -> np.n
     n = len(cx)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    # float32 keys: faster to partition and sort, and the order only decides how compact the nodes are (their
+    # boxes come from the coordinates themselves)
+    cx, cy = np.asarray(cx, dtype=np.float32), np.asarray(cy, dtype=np.float32)
     nodes = -(-n // capacity)
     per_slice = capacity * int(np.ceil(np.sqrt(nodes)))
     kth = np.arange(per_slice, n, per_slice)

@@ -165,3 +165,28 @@ def test_every_bulk_output_has_a_valid_packed_spatial_index(run_alg, tmp_path):
             assert con.execute(f"SELECT count(*) FROM rtree_{table}_geom").fetchone()[0] == count
             triggers = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
             assert f"rtree_{table}_geom_insert" in triggers  # kept current by GDAL's triggers afterwards
+
+
+@pytest.mark.parametrize("limit", [None, 999])
+def test_rows_go_in_few_large_statements_in_order(monkeypatch, limit):
+    """Regression for #16: 90 rows a statement let go of the GIL (and waited to get it back behind a busy thread)
+    some 11,000 times a million rows; a statement now takes as many rows as SQLite's host-parameter limit allows,
+    and the rest of a batch goes in one more. Values, NULLs and row order are kept, with 999 parameters too."""
+    from civic311.processing import gpkgwriter
+
+    if limit is not None:
+        monkeypatch.setattr(gpkgwriter, "host_parameters", lambda con: limit)
+    con = sqlite3.connect(":memory:")
+    con.execute('CREATE TABLE "t q" (k INTEGER PRIMARY KEY, a TEXT, b REAL, c TEXT)')
+    statements: list[str] = []
+    con.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+    n = 10_007
+    a = [None if i % 7 == 0 else f"O'Brien \"{i}\"" for i in range(n)]
+    b = [float(i) / 3 if i % 5 else None for i in range(n)]
+    gpkgwriter.insert_rows(con, '"t q"', ["a", "b"], [a, b], {"c": "it's"})
+    rows = con.execute('SELECT a, b, c FROM "t q" ORDER BY k').fetchall()
+    assert rows == [(x, y, "it's") for x, y in zip(a, b)]
+    per = gpkgwriter.host_parameters(con) // 2 if limit is None else 999 // 2
+    assert len(statements) == -(-n // min(per, 4_000))
+    if limit is None:
+        assert gpkgwriter.host_parameters(con) >= 999 and len(statements) <= 3
