@@ -121,24 +121,13 @@ def coordinates_point(coords) -> tuple[float | None, float | None, str | None]:
     return None, None, None
 
 
-def compact_frame(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Less memory for a frame of decoded JSON, which holds one string object per cell: the ``numeric`` columns
-    (coordinates) become numbers, and columns of few distinct values share one object per value."""
-    import pandas as pd
-
-    for name in frame.columns:
-        col = frame[name]
-        if col.dtype != object:
-            continue
-        if name in numeric:
-            frame[name] = to_numbers(col)  # unusable text is NaN: a missing coordinate
-            continue
-        try:
-            if len(set(col.iloc[:500].tolist())) < 100:
-                codes, uniques = pd.factorize(col.to_numpy())
-                frame[name] = np.append(uniques.astype(object), None)[codes]
-        except TypeError:
-            pass  # lists or other unhashable values: left as they are
+def coordinate_numbers(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The ``numeric`` columns of a frame of decoded JSON (its coordinates) as numbers: unusable text is NaN, a
+    missing coordinate. Text columns are left as decoded: sharing one object per distinct value, which saved
+    memory while fetch held every row, cost 12% of a streamed fetch's time for 3% less peak memory."""
+    for name in numeric:
+        if name in frame.columns and frame[name].dtype == object:
+            frame[name] = to_numbers(frame[name])
     return frame
 
 

@@ -35,7 +35,7 @@ from ..requestio import (
     RequestStream,
     check_timezone,
     columns_with_samples,
-    compact_frame,
+    coordinate_numbers,
     locate_xy,
     parse_field_map,
     records_frame,
@@ -321,7 +321,7 @@ class FetchRequests(Civic311Algorithm):
         def produce(hand) -> None:  # in a worker thread: pages fetched and parsed while the last are normalised
             def sink(records):
                 if records:
-                    hand(compact_frame(records_frame(records), coordinates))
+                    hand(coordinate_numbers(records_frame(records), coordinates))
 
             fetch_all(client, start, end, http, cache, feedback.isCanceled, progress,
                       self.parameterAsInt(parameters, "MAX_RECORDS", context), feedback.pushInfo, sink,
