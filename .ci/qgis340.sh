@@ -2,7 +2,7 @@
 # Run the test suite on QGIS 3.40 LTR inside a cached Debian 13 (trixie) chroot — or, with SUITE=sid (see
 # .ci/qgis344.sh), on QGIS 3.44 in a Debian sid chroot.
 # Usage: .ci/qgis340.sh [pytest args...]   (as root; the chroot is kept in $TRIXIE_ROOT between runs)
-#        .ci/qgis340.sh --bench              (`make bench` on QGIS 3.40; BENCH_SCALES and BENCH_TASKS pass through)
+#        .ci/qgis340.sh --bench              (`make bench` on QGIS 3.40; BENCH_SCALES, BENCH_TASKS and BENCH_REPEAT pass through)
 set -euo pipefail
 SUITE="${SUITE:-trixie}"
 ROOT="${CHROOT_ROOT:-${TRIXIE_ROOT:-/opt/civic311-trixie}}"
@@ -44,6 +44,7 @@ mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 if [ "${1:-}" = "--bench" ]; then
     chroot "$ROOT" env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QT_QPA_PLATFORM=offscreen \
         BENCH_SCALES="${BENCH_SCALES:-1M}" BENCH_TASKS="${BENCH_TASKS:-precincts,trends,field_ops,fetch_import}" \
+        BENCH_REPEAT="${BENCH_REPEAT:-1}" \
         bash -c "cd /work/main && /usr/bin/python3 tests/bench/run_bench.py"
     exit
 fi

@@ -122,7 +122,8 @@ def insert_rows(con: sqlite3.Connection, table: str, names: list[str], columns: 
     quoted = ", ".join(ident(c) for c in [*names, *literals])
     head = f"INSERT INTO {table} ({quoted}) VALUES "  # table: an identifier the caller quoted
     n = len(columns[0]) if columns else 0
-    per = max(1, min(4_000, host_parameters(con) // max(width, 1)))
+    # and at most about a megabyte of statement text: literal columns are written into every row's parentheses
+    per = max(1, min(4_000, host_parameters(con) // max(width, 1), 1_000_000 // len(one)))
     full = n // per * per
     if full:
         flat = list(chain.from_iterable(zip(*(c[:full] for c in columns))))
@@ -237,6 +238,10 @@ class LayerWriter:
                     literals[name] = first
                 else:
                     bound.append(name)
+            if not self.points and not bound and columns:  # every row needs one bound value, or none goes in
+                name = next(iter(columns))
+                literals.pop(name, None)
+                bound.append(name)
             values = [_sql_values(columns[name][part], self.types[name]) for name in bound]
             if not self.points:
                 insert_rows(self.con, ident(self.layer), bound, values, literals)

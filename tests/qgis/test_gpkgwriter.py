@@ -190,3 +190,23 @@ def test_rows_go_in_few_large_statements_in_order(monkeypatch, limit):
     assert len(statements) == -(-n // min(per, 4_000))
     if limit is None:
         assert gpkgwriter.host_parameters(con) >= 999 and len(statements) <= 3
+    # a long text that every row shares goes into the statement as a literal: statements stay near a megabyte
+    statements.clear()
+    long = "x" * 20_000
+    gpkgwriter.insert_rows(con, '"t q"', ["a"], [["y"] * 5_000], {"c": long})
+    assert con.execute('SELECT count(*) FROM "t q" WHERE c = ?', (long,)).fetchone()[0] == 5_000
+    assert max(len(sql) for sql in statements) < 1_100_000
+
+
+def test_a_table_whose_columns_are_all_constant_or_null_keeps_its_rows(tmp_path):
+    """Regression: a table chunk in which every column was one repeated text (a literal) or NULL throughout had
+    no bound value left, and its rows were silently not written."""
+    from civic311.processing.gpkgwriter import write_table
+
+    path = str(tmp_path / "t.gpkg")
+    rows = write_table(path, "t", {"zone": np.array(["Z'1"] * 3, dtype=object),
+                                   "note": np.array([None] * 3, dtype=object)}, {"zone": "string", "note": "string"})
+    con = sqlite3.connect(path)
+    assert rows == 3 and con.execute('SELECT zone, note FROM "t"').fetchall() == [("Z'1", None)] * 3
+    write_table(path, "u", {"n": np.array([np.nan, np.nan])}, {"n": "double"})
+    assert con.execute('SELECT n FROM "u"').fetchall() == [(None,), (None,)]
