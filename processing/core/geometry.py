@@ -295,9 +295,9 @@ class PolygonLookup:
         ix, iy = starts % (nx + 2) - 1, starts // (nx + 2) - 1
         start_label = polys.first_containing(x0 + (ix + 0.5) * cw, y0 + (iy + 0.5) * ch)
         run_id = np.cumsum(run_start, dtype=np.int32)  # (flattened)
-        run_id -= 1  # the run each interior cell is in
-        del run_start
-        self.label = label = start_label.astype(np.int32)[run_id]
+        run_id -= 1  # the run each interior cell is in; -1 (no run yet) is a boundary cell, as are all when no
+        del run_start  # cell is free of edges (a comb finer than the grid): the -2 appended
+        self.label = label = np.append(start_label.astype(np.int32), np.int32(-2))[run_id]
         del run_id
         label[boundary] = -2
         label.reshape(ny + 2, nx + 2)[[0, -1], :] = label.reshape(ny + 2, nx + 2)[:, [0, -1]] = -1

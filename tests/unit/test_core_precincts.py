@@ -335,3 +335,17 @@ def test_boundary_cells_hold_every_point_of_every_edge_and_few_more():
     px, py = rng.uniform(gx(9), gx(31), 200_000), rng.uniform(gy(9), gy(31), 200_000)
     polygons = [[star, tricky]]
     np.testing.assert_array_equal(assign_points_to_polygons(px, py, polygons), brute_force_assignment(px, py, polygons))
+
+
+def test_a_polygon_finer_than_the_grid_everywhere_is_still_assigned():
+    """Regression: a comb of 600 teeth on a grid of 1,024 cells leaves no cell free of edges, and building the
+    lookup raised an IndexError (a traceback in precinctstats); every point now takes the exact test."""
+    teeth = 600
+    xs = np.repeat(np.arange(teeth + 1) / teeth, 2)[1:-1]
+    ys = np.tile([0.0, 1.0, 1.0, 0.0], teeth // 2 + 1)[:len(xs)]
+    comb = [np.vstack([np.column_stack([xs, ys]), [[1.0, -0.01], [0.0, -0.01], [xs[0], ys[0]]]])]
+    rng = np.random.default_rng(9)
+    px, py = rng.uniform(-0.1, 1.1, 5000), rng.uniform(-0.1, 1.1, 5000)
+    result = assign_points_to_polygons(px, py, [comb])
+    np.testing.assert_array_equal(result, brute_force_assignment(px, py, [comb]))
+    assert 0 < (result == 0).sum() < 5000
