@@ -124,13 +124,12 @@ def insert_rows(con: sqlite3.Connection, table: str, names: list[str], columns: 
     n = len(columns[0]) if columns else 0
     # and at most about a megabyte of statement text: literal columns are written into every row's parentheses
     per = max(1, min(4_000, host_parameters(con) // max(width, 1), 1_000_000 // len(one)))
-    full = n // per * per
+    flat = list(chain.from_iterable(zip(*columns)))  # row by row
+    full, step = n // per * per, per * width
     if full:
-        flat = list(chain.from_iterable(zip(*(c[:full] for c in columns))))
-        step = per * width
-        con.executemany(head + ", ".join([one] * per), (flat[i:i + step] for i in range(0, len(flat), step)))
+        con.executemany(head + ", ".join([one] * per), (flat[i:i + step] for i in range(0, full * width, step)))
     if full < n:  # the rest in one statement too
-        con.execute(head + ", ".join([one] * (n - full)), list(chain.from_iterable(zip(*(c[full:] for c in columns)))))
+        con.execute(head + ", ".join([one] * (n - full)), flat[full * width:])
 
 
 def point_blobs(x: np.ndarray, y: np.ndarray, srs_id: int) -> list[bytes]:
