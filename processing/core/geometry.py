@@ -252,9 +252,10 @@ class PolygonLookup:
         ny = int(np.clip(cells / nx, 1, 65_535))
         cw, ch = w / nx * (1 + 1e-9), h / ny * (1 + 1e-9)
         self.nx, self.ny, self.cw, self.ch = nx, ny, cw, ch
-        # boundary cells: every cell an edge passes through. Edges are cut where they cross a grid line; each
-        # piece then lies in one cell, that of its midpoint, and each cut (and end) point is marked in the cells
-        # within a hair of it, so that rounding never leaves a touched cell unmarked.
+        # boundary cells: every cell an edge passes through. Walking along an edge, it enters each cell after its
+        # first through a grid line, at a point on that cell's closure; so marking the cells within a hair (1e-6
+        # of a cell) of each end and of each crossing of a grid line marks every cell the edge touches, and
+        # rounding never leaves one unmarked. (No sort of the crossings along the edge is needed.)
         e = polys.edges
         ex1, ey1 = (e[:, 0] - x0) / cw, (e[:, 1] - y0) / ch
         ex2, ey2 = (e[:, 2] - x0) / cw, (e[:, 3] - y0) / ch
@@ -272,21 +273,16 @@ class PolygonLookup:
 
         for lo in range(0, len(e), 100_000):
             a1, b1, a2, b2 = ex1[lo:lo + 100_000], ey1[lo:lo + 100_000], ex2[lo:lo + 100_000], ey2[lo:lo + 100_000]
-            cuts = []  # (edge, t) of each end and of each crossing of a grid line
-            for c1, c2 in ((a1, a2), (b1, b2)):
+            mark(a1, b1)
+            mark(a2, b2)
+            for c1, c2, d1, d2, across in ((a1, a2, b1, b2, False), (b1, b2, a1, a2, True)):
+                # the grid lines c = first + k the edge crosses, and the other coordinate there
                 first = np.floor(np.minimum(c1, c2)) + 1
                 count = np.maximum(np.ceil(np.maximum(c1, c2)) - first, 0).astype(np.int64)
                 edge, k = _expand(np.zeros(len(count), dtype=np.int64), count)
-                cuts.append((edge, (first[edge] + k - c1[edge]) / (c2[edge] - c1[edge])))
-            ends = np.arange(len(a1))
-            edge = np.concatenate([ends, ends, cuts[0][0], cuts[1][0]])
-            t = np.concatenate([np.zeros(len(a1)), np.ones(len(a1)), cuts[0][1], cuts[1][1]])
-            order = np.lexsort((t, edge))
-            edge, t = edge[order], t[order]
-            mark(a1[edge] + t * (a2[edge] - a1[edge]), b1[edge] + t * (b2[edge] - b1[edge]))
-            same = np.flatnonzero(edge[1:] == edge[:-1])  # consecutive cuts of one edge: a piece between them
-            mid, edge = (t[same] + t[same + 1]) / 2, edge[same]
-            mark(a1[edge] + mid * (a2[edge] - a1[edge]), b1[edge] + mid * (b2[edge] - b1[edge]))
+                line = first[edge] + k
+                other = d1[edge] + (line - c1[edge]) * ((d2[edge] - d1[edge]) / (c2[edge] - c1[edge]))
+                mark(*((other, line) if across else (line, other)))
         # interior cells: one exact test at the centre of the first cell of each run between boundary cells;
         # boundary cells get the label -2 (test each point exactly)
         run_start = ~grid
