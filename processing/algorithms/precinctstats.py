@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from qgis.core import (
@@ -72,6 +73,76 @@ def date_mask(values: np.ndarray, start, end) -> np.ndarray:
     if end is not None:
         mask &= times < end
     return mask
+
+
+@dataclass
+class Filters:
+    """Which requests count: CATEGORY_FIELD, EXCLUDE_CATEGORIES, the date range, RESIDENT_ONLY."""
+
+    category_field: str
+    exclude: set[str]
+    start: np.datetime64 | None
+    end: np.datetime64 | None
+    has_city: bool
+    resident_only: bool
+
+
+@dataclass
+class Counted:
+    tally: Tally
+    city_tally: Tally
+    excluded: int = 0
+    city_total: int = 0
+    out_of_range: int = 0
+
+
+def count_requests(stream: PointStream, polygons: list, filters: Filters, feedback) -> Counted | None:
+    """Tally the stream's requests by precinct (None when cancelled). The precincts' lookup is built in a worker
+    thread while the first blocks are read; pandas, which the summary needs, is imported meanwhile too."""
+    f = filters
+    counted = Counted(Tally(len(polygons)), Tally(len(polygons)))
+    excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
+    seen = 0
+    with ThreadPoolExecutor(1) as pool:
+        building = pool.submit(PolygonLookup, polygons, max(stream.expected, 0))
+        import pandas  # noqa: F401 - (its 0.3 s import overlaps the lookup's build and the reading)
+
+        lookup = None
+        for block in stream:
+            lookup = lookup or building.result()
+            seen += len(block.x)
+            keep = np.ones(len(block.x), dtype=bool)
+            if f.start is not None or f.end is not None:
+                keep = date_mask(block.attrs["created_at"], f.start, f.end)
+                counted.out_of_range += int((~keep).sum())
+            codes = block.attrs[f.category_field] if f.category_field else None
+            if codes is not None and len(stream.labels[f.category_field]) > MAX_CATEGORIES:
+                raise QgsProcessingException(
+                    f"{f.category_field} has more than {MAX_CATEGORIES:,} distinct values, so it is no category "
+                    "(an id, an address or free text?): choose the category field for CATEGORY_FIELD, or leave it "
+                    "empty.")
+            if f.exclude:
+                excluded_code = excluded_by_code(stream.labels[f.category_field], f.exclude, excluded_code)
+                out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
+                counted.excluded += int(out.sum())
+                keep &= ~out
+            if keep.all():  # (no copy)
+                assignment = lookup.assign(block.x, block.y)
+            else:
+                assignment = lookup.assign(block.x[keep], block.y[keep])
+                codes = None if codes is None else codes[keep]
+            if f.has_city:
+                city = city_flags(block.attrs["city_initiated"])[keep]
+                counted.city_total += int(city.sum())
+                counted.city_tally.add(assignment[city])
+                if f.resident_only:
+                    assignment = assignment[~city]
+                    codes = None if codes is None else codes[~city]
+            counted.tally.add(assignment, codes)
+            feedback.setProgress(20 + 60 * min(seen / max(stream.expected, 1), 1))
+            if feedback.isCanceled():
+                return None
+    return counted
 
 
 class PrecinctStats(Civic311Algorithm):
@@ -213,52 +284,18 @@ class PrecinctStats(Civic311Algorithm):
                                  "is counted on its own; joins by id will be ambiguous): "
                                  + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
         # the requests are tallied a block at a time as they are read (never all held): GDAL reads them in a worker
-        # thread, from here on, while the precincts' lookup grid is built in another and then while the blocks
-        # read are counted
-        out_of_range = excluded = city_total = seen = 0
-        tally, city_tally = Tally(n), Tally(n)
-        excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
-        pool = ThreadPoolExecutor(1)
-        building = pool.submit(PolygonLookup, precincts.polygons, max(stream.expected, 0))
-        lookup = None
+        # thread from here on (not before: reading the precincts is Python work that two threads would slow down),
+        # while the precincts' lookup grid is built in another thread, and then while the blocks read are counted
         feedback.setProgressText(self.tr("Assigning requests to precincts"))
-        with pool, stream:
-            import pandas as pd  # (for the summary: its 0.3 s import overlaps the lookup's build and the reading)
+        with stream:
+            counted = count_requests(stream, precincts.polygons, Filters(category_field, exclude, start, end,
+                                                                         has_city, resident_only), feedback)
+        if counted is None:
+            return {}
+        tally, city_tally = counted.tally, counted.city_tally
+        excluded, city_total, out_of_range = counted.excluded, counted.city_total, counted.out_of_range
+        import pandas as pd  # (imported while the requests were counted)
 
-            for block in stream:
-                lookup = lookup or building.result()
-                seen += len(block.x)
-                keep = np.ones(len(block.x), dtype=bool)
-                if "created_at" in wanted:
-                    keep = date_mask(block.attrs["created_at"], start, end)
-                    out_of_range += int((~keep).sum())
-                codes = block.attrs[category_field] if category_field else None
-                if codes is not None and len(stream.labels[category_field]) > MAX_CATEGORIES:
-                    raise QgsProcessingException(
-                        f"{category_field} has more than {MAX_CATEGORIES:,} distinct values, so it is no category "
-                        "(an id, an address or free text?): choose the category field for CATEGORY_FIELD, or "
-                        "leave it empty.")
-                if exclude:
-                    excluded_code = excluded_by_code(stream.labels[category_field], exclude, excluded_code)
-                    out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
-                    excluded += int(out.sum())
-                    keep &= ~out
-                if keep.all():  # (no copy)
-                    assignment = lookup.assign(block.x, block.y)
-                else:
-                    assignment = lookup.assign(block.x[keep], block.y[keep])
-                    codes = None if codes is None else codes[keep]
-                if has_city:
-                    city = city_flags(block.attrs["city_initiated"])[keep]
-                    city_total += int(city.sum())
-                    city_tally.add(assignment[city])
-                    if resident_only:
-                        assignment = assignment[~city]
-                        codes = None if codes is None else codes[~city]
-                tally.add(assignment, codes)
-                feedback.setProgress(20 + 60 * min(seen / max(stream.expected, 1), 1))
-                if feedback.isCanceled():
-                    return {}
         if exclude:
             feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")
         if has_city and resident_only:
