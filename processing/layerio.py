@@ -13,6 +13,7 @@ from qgis.core import (
     QgsFeature,
     QgsFeatureRequest,
     QgsFeatureSink,
+    QgsFeatureSource,
     QgsField,
     QgsFields,
     QgsGeometry,
@@ -21,6 +22,8 @@ from qgis.core import (
     QgsProcessingFeatureSourceDefinition,
     QgsProviderRegistry,
     QgsRectangle,
+    QgsVectorDataProvider,
+    QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QDateTime, QVariant
@@ -758,3 +761,20 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
     columns = [np.concatenate(parts) for parts in zip(*pieces)] if new_fields else []
     write_by_fid(sink, source, fids, columns, feedback, keep)
     return dest_id
+
+
+def index_output(layer: QgsVectorLayer, feedback=None) -> None:
+    """Give an output layer a spatial index where it has none and its format can hold one: a Shapefile's .qix, a
+    memory layer's index (GeoPackage and FlatGeobuf outputs are written with theirs). A format that holds none
+    (GeoJSON, CSV) is said in the log: panning and location-based tools then read every feature."""
+    if not layer.isSpatial() or layer.hasSpatialIndex() == QgsFeatureSource.SpatialIndexPresence.SpatialIndexPresent:
+        return
+    provider = layer.dataProvider()
+    if provider is not None and provider.capabilities() & QgsVectorDataProvider.CreateSpatialIndex:
+        if provider.createSpatialIndex():
+            return
+        if feedback is not None:
+            feedback.pushWarning(f"Could not build a spatial index on {layer.source()}.")
+    elif feedback is not None:
+        feedback.pushInfo(f"{layer.source()} is in a format without a spatial index: for a large layer, save it as "
+                          "a GeoPackage, which has one.")

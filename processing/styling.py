@@ -300,9 +300,12 @@ def store_with_file(path: str, algorithm: str, key: str, metadata: QgsLayerMetad
                     hints: dict | None = None) -> bool:
     """Write the default style and the metadata into a file output (GeoPackage layer_styles / gpkg_metadata,
     or .qml/.qmd beside other formats)."""
+    from .layerio import index_output
+
     layer = QgsVectorLayer(path, "output", "ogr")
     if not layer.isValid():
         return False
+    index_output(layer, feedback)
     styled = style_layer(layer, algorithm, key, hints)  # tables have no style, but keep their metadata
     layer.setMetadata(metadata)
     parts = QgsProviderRegistry.instance().decodeUri("ogr", path)

@@ -170,6 +170,7 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
         """Style every vector output and attach metadata: on memory layers directly, into file outputs
         (GeoPackage layer_styles, or .qml beside other formats), and through a post-processor on layers that
         QGIS loads into the project."""
+        from ..layerio import index_output
         from ..styling import StylePostProcessor, build_metadata, keep_alive, store_with_file, style_layer
 
         for key, value in (getattr(self, "run_results", None) or {}).items():
@@ -182,6 +183,7 @@ class Civic311Algorithm(QgsProcessingAlgorithm):
             if isinstance(layer, QgsVectorLayer):
                 style_layer(layer, self.name(), key, hints)
                 layer.setMetadata(metadata)
+                index_output(layer, feedback)
             elif self.STYLE_FILE_OUTPUTS:
                 store_with_file(value, self.name(), key, metadata, feedback, hints)
             if context.willLoadLayerOnCompletion(value):

@@ -210,3 +210,28 @@ def test_a_table_whose_columns_are_all_constant_or_null_keeps_its_rows(tmp_path)
     assert rows == 3 and con.execute('SELECT zone, note FROM "t"').fetchall() == [("Z'1", None)] * 3
     write_table(path, "u", {"n": np.array([np.nan, np.nan])}, {"n": "double"})
     assert con.execute('SELECT n FROM "u"').fetchall() == [(None,), (None,)]
+
+
+def test_outputs_in_other_formats_get_a_spatial_index_too(run_alg, tmp_path):
+    """Regression for #16 ("every layer civic311 writes carries a spatial index"): a Shapefile output used to be
+    written without a .qix, and a memory output without an index. Both now get one; a GeoJSON output, which
+    cannot hold one, is said in the log."""
+    from qgis.core import QgsFeatureRequest, QgsFeatureSource, QgsRectangle, QgsVectorLayer
+
+    present = QgsFeatureSource.SpatialIndexPresence.SpatialIndexPresent
+    params = {"INPUT": f"{SAMPLE}|layername=requests", "STOPS": f"{SAMPLE}|layername=stops"}
+    shp = tmp_path / "access.shp"
+    run_alg("civic311:transitaccess", {**params, "OUTPUT": str(shp)})
+    assert (tmp_path / "access.qix").exists()
+    layer = QgsVectorLayer(str(shp), "a", "ogr")
+    assert layer.hasSpatialIndex() == present
+    # the index answers window queries exactly as a full scan does
+    box = layer.extent()
+    box = QgsRectangle(box.xMinimum(), box.yMinimum(), box.center().x(), box.center().y())
+    by_index = sorted(f.id() for f in layer.getFeatures(QgsFeatureRequest().setFilterRect(box)))
+    by_scan = sorted(f.id() for f in layer.getFeatures() if box.contains(f.geometry().asPoint()))
+    assert by_index == by_scan and 0 < len(by_index) < layer.featureCount()
+    memory = run_alg("civic311:transitaccess", {**params, "OUTPUT": "memory:"})["OUTPUT"]
+    assert memory.featureCount() == layer.featureCount() and memory.hasSpatialIndex() == present
+    res = run_alg("civic311:transitaccess", {**params, "OUTPUT": str(tmp_path / "access.geojson")})
+    assert any("format without a spatial index" in m for m in res["_feedback"].messages)
