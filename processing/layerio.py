@@ -652,20 +652,37 @@ def py_value(value):
 
 
 def write_rows(sink, features: list[QgsFeature], keep: list[int], columns: list[np.ndarray], feedback,
-               geometries=None) -> None:
-    """Write input features (kept attributes) plus computed columns to ``sink``."""
+               geometries=None, batch: int = 1_000) -> None:
+    """Write input features (kept attributes) plus computed columns to ``sink``, in batches; each column is made
+    plain Python values once (py_value's rules: NaN and infinities are NULL)."""
     n = len(features)
+    values = [_finite_list(np.asarray(col)) for col in columns]
+    buffer: list[QgsFeature] = []
     for i, feat in enumerate(features):
-        if feedback.isCanceled():
-            break
         out = QgsFeature()
         out.setGeometry(geometries[i] if geometries is not None else feat.geometry())
         attrs = feat.attributes()
-        out.setAttributes([attrs[k] for k in keep] + [py_value(col[i]) for col in columns])
-        if not sink.addFeature(out, QgsFeatureSink.Flag.FastInsert):
-            raise QgsProcessingException(f"Could not write feature {feat.id()} to the output: {sink.lastError()}")
-        if i % 500 == 0:
-            feedback.setProgress(100.0 * i / max(n, 1))
+        out.setAttributes([attrs[k] for k in keep] + [col[i] for col in values])
+        buffer.append(out)
+        if len(buffer) == batch or i == n - 1:
+            if feedback.isCanceled():
+                break
+            if not sink.addFeatures(buffer, QgsFeatureSink.Flag.FastInsert):
+                raise QgsProcessingException(f"Could not write the features to the output: {sink.lastError()}")
+            buffer = []
+            feedback.setProgress(100.0 * (i + 1) / max(n, 1))
+
+
+def _finite_list(col: np.ndarray) -> list:
+    """A column as plain Python values by py_value's rules, converted once per column instead of once per cell."""
+    if col.dtype.kind == "f":
+        values = col.tolist()
+        for i in np.flatnonzero(~np.isfinite(col)).tolist():
+            values[i] = None
+        return values
+    if col.dtype.kind in "iub":
+        return col.tolist()
+    return [py_value(v) for v in col]
 
 
 def _plain_list(col: np.ndarray) -> list:
