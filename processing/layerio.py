@@ -29,6 +29,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDateTime, QVariant
 
 from .core.geometry import Polygon, polygon_rings_from_wkb
+from .core.textcodes import TextCodes
 
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
@@ -61,56 +62,18 @@ def _plain_source_path(parameters, key, layer) -> tuple[str, str] | None:
     return path, parts.get("layerName") or ""
 
 
-def _factorize_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, distinct values) of a fixed-width bytes array without making a Python object per row: each
-    value's bytes, as 64-bit words, are folded into one integer and those are factorised. Equal bytes give
-    equal integers; every row is then compared with its code's representative, so a collision is caught and
-    falls back to factorising the values as objects."""
-    import pandas as pd
-
-    n, width = len(arr), arr.dtype.itemsize
-    if n == 0:
-        return np.empty(0, dtype=np.intp), arr
-    arr = np.ascontiguousarray(arr)
-    if width < 8:
-        padded = np.zeros((n, 8), dtype=np.uint8)
-        padded[:, :width] = arr.view(np.uint8).reshape(n, width)
-        words = [padded.view(np.uint64).ravel()]
-    else:  # unaligned 8-byte views into the rows; the last one may overlap the one before
-        words = [np.ndarray(n, dtype="<u8", buffer=arr, offset=off, strides=(width,))
-                 for off in sorted({*range(0, width - 7, 8), width - 8})]
-    key = words[0].astype(np.uint64)
-    for word in words[1:]:
-        key *= np.uint64(0x9E3779B97F4A7C15)
-        key ^= word
-    codes, _ = pd.factorize(key)
-    first = np.empty(codes.max(initial=-1) + 1, dtype=np.int64)
-    first[codes[::-1]] = np.arange(n - 1, -1, -1)
-    distinct = arr[first]
-    if len(words) > 1 and not np.array_equal(distinct[codes], arr):
-        codes, distinct = pd.factorize(arr.astype(object))
-    return codes, np.asarray(distinct)
-
-
-def _string_codes(col, table: dict, order: list | None = None) -> np.ndarray:
-    """Codes of a text column (masked or not) in ``table`` (value -> code, grown as new values appear, which
-    are also appended to ``order``); -1 for NULL and empty text. Only the distinct values of the batch are
-    decoded."""
-    import pandas as pd
-
+def _string_codes(col, codes: TextCodes, cache: bool = True) -> np.ndarray:
+    """Codes of a text column (masked or not) in ``codes``, whose labels grow as new values appear; -1 for NULL
+    and empty text. Only the distinct values of the batch are decoded."""
     mask = np.ma.getmaskarray(col) if np.ma.isMaskedArray(col) else None
     data = np.ma.getdata(col)
     if data.dtype.kind == "S":
-        codes, uniques = _factorize_bytes(data)
-    else:
-        codes, uniques = pd.factorize(data)
-    decoded = [(u.decode("utf-8", "replace") if isinstance(u, bytes) else u) for u in uniques]
-    known = len(table)
-    glob = np.array([table.setdefault(v, len(table)) if v is not None and v == v and v != "" else -1
-                     for v in decoded] + [-1], dtype=np.int32)
-    if order is not None and len(table) > known:
-        order.extend(v for v in decoded if v is not None and v == v and v != "" and table[v] >= known)
-    out = glob[codes]
+        out = codes.codes(data, cache)
+    else:  # objects (GDAL gives some text columns so): factorised as they are
+        import pandas as pd
+
+        local, uniques = pd.factorize(data)
+        out = np.array([codes.code_of(u) for u in uniques] + [-1], dtype=np.int32)[local]
     if mask is not None:
         out[mask] = -1
     return out
@@ -121,9 +84,9 @@ def _decode_strings(arr: np.ndarray) -> np.ndarray:
     values are decoded (categories repeat)."""
     if np.ma.getdata(arr).dtype.kind not in "SO":
         return arr
-    table: dict = {}
-    codes = _string_codes(arr, table)
-    return np.array([*table, None], dtype=object)[codes]  # code -1 (missing) picks the trailing None
+    table = TextCodes()
+    codes = _string_codes(arr, table, cache=False)
+    return np.array([*table.labels, None], dtype=object)[codes]  # code -1 (missing) picks the trailing None
 
 
 def _unmask(col):
@@ -169,8 +132,7 @@ def _open_points_ogr(path: str, layer_name: str, fields: list[str]):
     return ds, lyr
 
 
-def _ogr_point_batches(lyr, fields: list[str], converters: dict | None, tables: dict[str, dict],
-                       orders: dict[str, list] | None = None):
+def _ogr_point_batches(lyr, fields: list[str], converters: dict | None, tables: dict[str, TextCodes]):
     """(x, y, attributes, feature ids) of each Arrow batch of an OGR point layer (NaN coordinates for a feature
     without geometry). Fields in ``tables`` come as codes into them (see _string_codes); the others decoded,
     NULL kept, and converted by ``converters``. Raises _NotPlainPointsError for a batch that is not plain points."""
@@ -200,7 +162,7 @@ def _ogr_point_batches(lyr, fields: list[str], converters: dict | None, tables: 
         attrs = {}
         for f in fields:
             if f in tables:
-                attrs[f] = _string_codes(batch[f], tables[f], orders.get(f) if orders else None)
+                attrs[f] = _string_codes(batch[f], tables[f])
                 continue
             values = _unmask(batch[f])  # strings decoded, NULL kept
             attrs[f] = converters[f](values) if converters and f in converters else values
@@ -219,7 +181,7 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
     if opened is None:
         return None
     xs, ys, fids, cols = [], [], [], {f: [] for f in fields}
-    tables: dict[str, dict] = {f: {} for f in categorical if f in cols}
+    tables = {f: TextCodes() for f in categorical if f in cols}
     try:
         for x, y, attrs, fid in _ogr_point_batches(opened[1], fields, converters, tables):
             if fid is None:
@@ -237,7 +199,7 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
 
     attrs = {f: joined(v, np.int32 if f in tables else object) for f, v in cols.items()}
     for f, table in tables.items():
-        attrs[f] = pd.Categorical.from_codes(attrs[f], categories=pd.Index(list(table), dtype=object))
+        attrs[f] = pd.Categorical.from_codes(attrs[f], categories=pd.Index(table.labels, dtype=object))
     return joined(xs, float), joined(ys, float), attrs, joined(fids, np.int64).astype(np.int64, copy=False)
 
 
@@ -317,17 +279,16 @@ class PointStream:
         opened = _open_points_ogr(path, layer_name, self.fields)
         if opened is None:
             raise QgsProcessingException(f"GDAL cannot read {path} any more.")
-        tables: dict[str, dict] = {f: {} for f in self.categorical}
-        orders: dict[str, list] = {f: [] for f in self.categorical}
+        tables = {f: TextCodes() for f in self.categorical}
+        known = {f: 0 for f in self.categorical}  # labels handed over so far
         try:
-            for x, y, attrs, _ in _ogr_point_batches(opened[1], self.fields, None, tables, orders):
+            for x, y, attrs, _ in _ogr_point_batches(opened[1], self.fields, None, tables):
                 ok = np.isfinite(x) & np.isfinite(y)
                 nulls = len(ok) - int(np.count_nonzero(ok))
                 if nulls:
                     x, y, attrs = x[ok], y[ok], {f: v[ok] for f, v in attrs.items()}
-                new = {f: orders[f][:] for f in self.categorical}
-                for f in self.categorical:
-                    orders[f].clear()
+                new = {f: tables[f].labels[known[f]:] for f in self.categorical}
+                known = {f: len(tables[f].labels) for f in self.categorical}
                 hand((PointBlock(np.array(x, dtype=float), np.array(y, dtype=float), attrs), nulls, new))
         except _NotPlainPointsError:
             raise QgsProcessingException(

@@ -90,11 +90,18 @@ def _label(feature, field: str) -> str:
 
 
 def numeric_values(features, field_index: int) -> np.ndarray:
-    import pandas as pd
-
-    vals = [f.attributes()[field_index] for f in features]
-    return pd.to_numeric(pd.Series([None if v is None or str(v) == "NULL" else v for v in vals], dtype=object),
-                         errors="coerce").to_numpy(dtype=float)
+    """One field of the features as floats: NaN for NULL and for a value that is no number (numeric text such as
+    "12" is read as its number)."""
+    out = np.full(len(features), np.nan)
+    for i, feature in enumerate(features):
+        value = feature.attributes()[field_index]
+        if isinstance(value, str):
+            value = value.strip()
+        try:
+            out[i] = float(value)
+        except (TypeError, ValueError):  # NULL (None or a null QVariant), empty or other text
+            pass
+    return out
 
 
 def read_spatial_input(alg, parameters, context, feedback, field_key: str = "FIELD",

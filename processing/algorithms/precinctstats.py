@@ -25,6 +25,7 @@ from qgis.core import (
 from ..core.geometry import PolygonLookup
 from ..core.precincts import Tally, summarise_tally
 from ..layerio import PointStream, output_fields, read_polygons, write_rows
+from ..neighbours import numeric_values
 from ..zoning import to_datetimes
 from .base import Civic311Algorithm
 
@@ -98,15 +99,13 @@ class Counted:
 
 def count_requests(stream: PointStream, polygons: list, filters: Filters, feedback) -> Counted | None:
     """Tally the stream's requests by precinct (None when cancelled). The precincts' lookup is built in a worker
-    thread while the first blocks are read; pandas, which the summary needs, is imported meanwhile too."""
+    thread while the first blocks are read."""
     f = filters
     counted = Counted(Tally(len(polygons)), Tally(len(polygons)))
     excluded_code = np.zeros(0, dtype=bool)  # per category code: named in EXCLUDE_CATEGORIES
     seen = 0
     with ThreadPoolExecutor(1) as pool:
         building = pool.submit(PolygonLookup, polygons, max(stream.expected, 0))
-        import pandas  # noqa: F401 - (its 0.3 s import overlaps the lookup's build and the reading)
-
         lookup = None
         for block in stream:
             lookup = lookup or building.result()
@@ -294,8 +293,6 @@ class PrecinctStats(Civic311Algorithm):
             return {}
         tally, city_tally = counted.tally, counted.city_tally
         excluded, city_total, out_of_range = counted.excluded, counted.city_total, counted.out_of_range
-        import pandas as pd  # (imported while the requests were counted)
-
         if exclude:
             feedback.pushInfo(f"EXCLUDE_CATEGORIES left out {excluded} request(s).")
         if has_city and resident_only:
@@ -304,12 +301,7 @@ class PrecinctStats(Civic311Algorithm):
         city_counts = city_tally.requests.astype(float) if has_city else np.full(n, np.nan)
 
         def numbers(field):
-            if not field:
-                return None
-            idx = precinct_source.fields().lookupField(field)
-            vals = [f.attributes()[idx] for f in precincts.features]
-            return pd.to_numeric(pd.Series([None if v is None or str(v) == "NULL" else v for v in vals],
-                                           dtype=object), errors="coerce").to_numpy(dtype=float)
+            return numeric_values(precincts.features, precinct_source.fields().lookupField(field)) if field else None
 
         located = np.array([bool(rings) for rings in precincts.polygons], dtype=bool)
         if not located.all():

@@ -57,15 +57,13 @@ def empirical_bayes_rates(events: np.ndarray, population: np.ndarray) -> np.ndar
 
 def quintiles(values: np.ndarray) -> np.ndarray:
     """1..5 (5 = highest) by rank; ties share the lower class; NaN stays NaN (returned as 0)."""
-    import pandas as pd
-
     v = np.asarray(values, dtype=float)
     out = np.zeros(len(v), dtype=np.int64)
     ok = np.isfinite(v)
     m = int(ok.sum())
     if m == 0:
         return out
-    ranks = pd.Series(v[ok]).rank(method="min").to_numpy()
+    ranks = np.searchsorted(np.sort(v[ok]), v[ok], side="left") + 1  # rank "min": 1 + how many are smaller
     out[ok] = np.minimum(np.floor(5 * (ranks - 1) / m).astype(np.int64) + 1, 5)
     return out
 

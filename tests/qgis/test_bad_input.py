@@ -360,25 +360,30 @@ def test_cache_dir_that_is_a_file_or_unwritable_fails_before_any_download(run_al
 
 
 def test_text_columns_decode_exactly_even_when_their_folded_keys_collide():
-    """#16: text columns are factorised through their bytes folded into one integer per row. Two different
-    values built to fold to the same integer must still decode to themselves (the rows are compared with
-    their representative and the reader falls back to exact hashing); masked rows are NULL, '' is NULL."""
+    """#16: text columns are coded through their bytes folded into one integer per row. Two different values
+    built to fold to the same integer must still decode to themselves (each row is compared with the value its
+    key found); masked rows are NULL, '' is NULL; codes hold from batch to batch whatever the batch's width."""
     import numpy as np
 
-    from civic311.processing.layerio import _decode_strings, _factorize_bytes, _string_codes
+    from civic311.processing.core.textcodes import _MULTIPLIERS, TextCodes
+    from civic311.processing.layerio import _decode_strings, _string_codes
 
-    p = (0x9E3779B97F4A7C15).to_bytes(8, "little")
-    a, b = b"", b"\x01" + b"\x00" * 7 + p  # 16 bytes: folded keys 0 * P ^ 0 == 1 * P ^ P == 0 (mod 2**64)
+    m0, m1 = int(_MULTIPLIERS[0]), int(_MULTIPLIERS[1])
+    w1 = 0x0101010101010101  # (no trailing zero byte: numpy's bytes strip them)
+    w0 = (-w1 * m1 * pow(m0, -1, 2**64)) % 2**64  # w0 * m0 + w1 * m1 == 0 (mod 2**64): the key of 16 zero bytes
+    a, b = b"", w0.to_bytes(8, "little") + w1.to_bytes(8, "little")
     values = np.array([a, b, b"caf\xc3\xa9", b, a, b"caf\xc3\xa9 ", b"x" * 16], dtype="S16")
-    codes, distinct = _factorize_bytes(values)
-    assert list(codes) == [0, 1, 2, 1, 0, 3, 4]
-    assert list(distinct) == [a, b, b"caf\xc3\xa9", b"caf\xc3\xa9 ", b"x" * 16]
-    decoded = _decode_strings(np.ma.masked_array(values, [0, 0, 1, 0, 0, 0, 0]))
     text_b = b.decode("utf-8", "replace")
+    decoded = _decode_strings(np.ma.masked_array(values, [0, 0, 1, 0, 0, 0, 0]))
     assert decoded.tolist() == [None, text_b, None, text_b, None, "café ", "x" * 16]
-    table: dict = {}
+    table = TextCodes()
     first = _string_codes(values, table)
     second = _string_codes(np.array([b"x" * 16, b"new"], dtype="S5"), table)  # widths differ per batch
-    assert list(first) == [-1, 1, 0, 1, -1, 2, 3] or list(first) == [-1, 0, 1, 0, -1, 2, 3]
-    assert list(table)[first[1]] == text_b and list(table)[first[2]] == "café"
-    assert list(second) == [4, 5] and list(table)[4] == "xxxxx"
+    again = _string_codes(values, table)  # now through the table of values seen, the shared key included
+
+    def labelled(codes):
+        return [table.labels[c] if c >= 0 else None for c in codes]
+
+    assert labelled(first) == [None, text_b, "café", text_b, None, "café ", "x" * 16]
+    assert list(again) == list(first) and len(table.labels) == 6 == len(set(table.labels))
+    assert labelled(second) == ["xxxxx", "new"]
