@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from qgis.core import (
@@ -210,6 +210,7 @@ class PointBlock:
     x: np.ndarray
     y: np.ndarray
     attrs: dict[str, np.ndarray]
+    located: np.ndarray | None = None  # what the stream's ``locate`` gave, when the reader had time to call it
 
 
 class PointStream:
@@ -224,6 +225,8 @@ class PointStream:
     grows as new values appear. Features without geometry are counted in ``null_geometry`` and left out."""
 
     AHEAD = 64  # batches read ahead at most: 4 million points, some 100 MB
+    SHARE_AT = 8  # batches waiting from which the reader runs ``locate`` itself (the caller lags behind)
+    locate: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def __init__(self, alg, parameters, key: str, context, feedback, fields: Iterable[str] = (),
                  categorical: Iterable[str] = ()):
@@ -289,7 +292,11 @@ class PointStream:
                     x, y, attrs = x[ok], y[ok], {f: v[ok] for f, v in attrs.items()}
                 new = {f: tables[f].labels[known[f]:] for f in self.categorical}
                 known = {f: len(tables[f].labels) for f in self.categorical}
-                hand((PointBlock(np.array(x, dtype=float), np.array(y, dtype=float), attrs), nulls, new))
+                block = PointBlock(np.array(x, dtype=float), np.array(y, dtype=float), attrs)
+                locate = self.locate
+                if locate is not None and self._ahead is not None and self._ahead.pending.qsize() >= self.SHARE_AT:
+                    block.located = locate(block.x, block.y)  # the caller lags: take a share of its work
+                hand((block, nulls, new))
         except _NotPlainPointsError:
             raise QgsProcessingException(
                 f"{layer_name or path} holds geometries that are not single points although the layer is a "

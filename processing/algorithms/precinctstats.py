@@ -108,7 +108,9 @@ def count_requests(stream: PointStream, polygons: list, filters: Filters, feedba
         building = pool.submit(PolygonLookup, polygons, max(stream.expected, 0))
         lookup = None
         for block in stream:
-            lookup = lookup or building.result()
+            if lookup is None:
+                lookup = building.result()
+                stream.locate = lookup.assign
             seen += len(block.x)
             keep = np.ones(len(block.x), dtype=bool)
             if f.start is not None or f.end is not None:
@@ -125,10 +127,13 @@ def count_requests(stream: PointStream, polygons: list, filters: Filters, feedba
                 out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
                 counted.excluded += int(out.sum())
                 keep &= ~out
-            if keep.all():  # (no copy)
+            if block.located is not None:  # located by the reader already
+                assignment = block.located if keep.all() else block.located[keep]
+            elif keep.all():  # (no copy)
                 assignment = lookup.assign(block.x, block.y)
             else:
                 assignment = lookup.assign(block.x[keep], block.y[keep])
+            if not keep.all():
                 codes = None if codes is None else codes[keep]
             if f.has_city:
                 city = city_flags(block.attrs["city_initiated"])[keep]

@@ -272,15 +272,25 @@ def _streaming_city(path, n: int = 150_000):
     ds = None
 
 
-def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("share_at", [0, 10**6])
+def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monkeypatch, share_at):
     """#16: precinctstats tallies the requests a block at a time as GDAL reads them (PointStream), never
     holding them all. Over several Arrow batches, with categories that first appear in later batches, NULLs,
     features without geometry, a date range, EXCLUDE_CATEGORIES and RESIDENT_ONLY, every output value and every
-    count reported is what the whole per-feature read gives."""
+    count reported is what the whole per-feature read gives: whether the reading thread locates the blocks
+    (as it does while the tally lags behind; SHARE_AT 0: every block once the lookup is built) or never does."""
+    import threading
+
     from qgis.core import QgsProcessingFeatureSourceDefinition
     from qgis.PyQt.QtCore import QDate
 
     from civic311.processing import layerio
+    from civic311.processing.core.geometry import PolygonLookup
+
+    monkeypatch.setattr(layerio.PointStream, "SHARE_AT", share_at)
+    assign, callers = PolygonLookup.assign, []
+    monkeypatch.setattr(PolygonLookup, "assign",
+                        lambda self, *a, **k: (callers.append(threading.current_thread().name), assign(self, *a, **k))[1])
 
     path = tmp_path / "stream.gpkg"
     _streaming_city(path)
@@ -289,6 +299,11 @@ def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monke
 
     def counted(*args, **kwargs):
         for batch in original(*args, **kwargs):
+            if batches:  # from the second batch on, read once the first has been located (so the lookup is set)
+                for _ in range(1000):
+                    if callers:
+                        break
+                    threading.Event().wait(0.01)
             batches.append(len(batch[0]))
             yield batch
 
@@ -298,6 +313,8 @@ def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monke
               "RESIDENT_ONLY": True}
     fast = run_alg(ALG, {**params, "REQUESTS": f"{path}|layername=requests"})
     assert len(batches) >= 3 and sum(batches) == 150_000  # streamed, in several blocks
+    by_reader = callers.count("civic311-producer")
+    assert len(callers) == len(batches) and by_reader == (len(batches) - 1 if share_at == 0 else 0)
     slow = run_alg(ALG, {**params, "REQUESTS": QgsProcessingFeatureSourceDefinition(
         f"{path}|layername=requests", featureLimit=10**9)})  # a feature limit takes the per-feature read
     assert len(batches) >= 3 and sum(batches) == 150_000  # the whole read did not go through the stream
