@@ -289,8 +289,12 @@ def test_streamed_blocks_give_what_the_whole_read_gives(run_alg, tmp_path, monke
 
     monkeypatch.setattr(layerio.PointStream, "SHARE_AT", share_at)
     assign, callers = PolygonLookup.assign, []
-    monkeypatch.setattr(PolygonLookup, "assign",
-                        lambda self, *a, **k: (callers.append(threading.current_thread().name), assign(self, *a, **k))[1])
+
+    def recorded(self, *args, **kwargs):
+        callers.append(threading.current_thread().name)
+        return assign(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolygonLookup, "assign", recorded)
 
     path = tmp_path / "stream.gpkg"
     _streaming_city(path)
