@@ -175,8 +175,6 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
     (field -> function of an array) are applied batch by batch, so that e.g. ten million date strings are
     never held at once; ``categorical`` fields are read as codes into one table of their distinct values (a
     pandas Categorical: no Python object per row). None when QGIS must read the layer."""
-    import pandas as pd
-
     opened = _open_points_ogr(path, layer_name, fields)
     if opened is None:
         return None
@@ -198,6 +196,8 @@ def _read_points_ogr(path: str, layer_name: str, fields: list[str], converters: 
         return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
     attrs = {f: joined(v, np.int32 if f in tables else object) for f, v in cols.items()}
+    if tables:
+        import pandas as pd
     for f, table in tables.items():
         attrs[f] = pd.Categorical.from_codes(attrs[f], categories=pd.Index(table.labels, dtype=object))
     return joined(xs, float), joined(ys, float), attrs, joined(fids, np.int64).astype(np.int64, copy=False)
@@ -330,8 +330,6 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
     ``keep_null`` (so results can be written back for every feature). ``converters`` (field -> function of an
     array) turn a field's values as they are read (in batches on the fast path). ``categorical`` text fields
     come as a pandas Categorical (NULL and empty text: a missing value), with no Python object per row."""
-    import pandas as pd
-
     fields = [f for f in fields if f]
     source = _point_source(alg, parameters, key, context, fields)
     crs = source.sourceCrs()
@@ -377,6 +375,8 @@ def read_points(alg, parameters, key: str, context, feedback, fields: Iterable[s
             if f in attrs:
                 attrs[f] = convert(attrs[f])
         fids = np.asarray(ids, dtype=np.int64)
+        if categorical:
+            import pandas as pd
         for f in categorical:
             attrs[f] = pd.Categorical([None if v == "" else v for v in attrs[f].tolist()])
     if no_crs:

@@ -114,7 +114,7 @@ def _alg(run) -> str:
 def _in_process(ours, low) -> str:
     """civic311's seconds inside processing.run over the floor's seconds inside its process (start-up left out
     of both: QGIS and Processing start in about 2 s, plain Python and GDAL in a tenth of that)."""
-    return f"{ours[3] / low[2]:.1f}x" if len(ours) > 3 and low[2] > 0 else "—"
+    return f"{ours[3] / low[2]:.2f}x" if len(ours) > 3 and low[2] > 0 else "—"
 
 
 def _ratio(native, ours) -> str:
