@@ -127,14 +127,13 @@ def count_requests(stream: PointStream, polygons: list, filters: Filters, feedba
                 out = keep & np.append(excluded_code, False)[codes]  # code -1 (no category) is never excluded
                 counted.excluded += int(out.sum())
                 keep &= ~out
+            every = bool(keep.all())  # (then no copies)
             if block.located is not None:  # located by the reader already
-                assignment = block.located if keep.all() else block.located[keep]
-            elif keep.all():  # (no copy)
-                assignment = lookup.assign(block.x, block.y)
+                assignment = block.located if every else block.located[keep]
             else:
-                assignment = lookup.assign(block.x[keep], block.y[keep])
-            if not keep.all():
-                codes = None if codes is None else codes[keep]
+                assignment = lookup.assign(*((block.x, block.y) if every else (block.x[keep], block.y[keep])))
+            if not every and codes is not None:
+                codes = codes[keep]
             if f.has_city:
                 city = city_flags(block.attrs["city_initiated"])[keep]
                 counted.city_total += int(city.sum())
