@@ -222,7 +222,10 @@ class PointStream:
     read_points does).
 
     ``categorical`` text fields come as int32 codes, -1 for NULL and empty text, into ``labels[field]``, which
-    grows as new values appear. Features without geometry are counted in ``null_geometry`` and left out."""
+    grows as new values appear. Features without geometry are counted in ``null_geometry`` and left out.
+
+    ``locate`` (x, y -> array), once the caller sets it, is run by the reading thread on the blocks it reads while
+    SHARE_AT or more wait for the caller (who lags behind): its result is the block's ``located``, else None."""
 
     AHEAD = 64  # batches read ahead at most: 4 million points, some 100 MB
     SHARE_AT = 8  # batches waiting from which the reader runs ``locate`` itself (the caller lags behind)
