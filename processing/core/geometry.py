@@ -99,8 +99,9 @@ def _csr(keys: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, n
 def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For items with ``counts`` entries from ``starts`` on: (item index per entry, entry position)."""
     item = np.repeat(np.arange(len(counts)), counts)
-    offset = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
-    return item, np.repeat(starts, counts) + offset
+    position = np.repeat(starts - np.cumsum(counts) + counts, counts)  # start minus the entries before the item
+    position += np.arange(len(item))
+    return item, position
 
 
 class _Polygons:
@@ -218,14 +219,24 @@ def assign_points_to_polygons(px: np.ndarray, py: np.ndarray, polygons: Sequence
     return PolygonLookup(polygons, len(px)).assign(px, py, progress, chunk)
 
 
-def _border_index(values: np.ndarray, origin: float, inverse: float, size: int) -> np.ndarray:
-    """Grid row or column of coordinates on a grid of ``size`` cells with a border: 1 .. size inside, 0 and
-    size + 1 outside (fmax and fmin send NaN to the border too)."""
-    f = (values - origin) * inverse
-    np.fmax(f, -1.0, out=f)
-    np.fmin(f, size, out=f)
-    f += 1.0
-    return f.astype(np.int32)
+def _border_cell(px: np.ndarray, py: np.ndarray, extent, inverse: tuple[float, float], nx: int,
+                 ny: int) -> np.ndarray:
+    """Cell of each point on a grid of nx x ny cells with a border: row and column 1 .. size inside, 0 and
+    size + 1 outside (fmax and fmin send NaN to the border too); flattened, (row) * (nx + 2) + column. Computed
+    in floats as x / w - x0 / w: a few 1e-9 of a cell from (x - x0) / w, far below the 1e-6 of a cell by which
+    the boundary cells are widened."""
+    fx = np.multiply(px, inverse[0])
+    fx += 1.0 - extent[0] * inverse[0]
+    np.fmax(fx, 0.0, out=fx)
+    np.fmin(fx, nx + 1.0, out=fx)
+    fy = np.multiply(py, inverse[1])
+    fy += 1.0 - extent[1] * inverse[1]
+    np.fmax(fy, 0.0, out=fy)
+    np.fmin(fy, ny + 1.0, out=fy)
+    np.floor(fy, out=fy)
+    fy *= nx + 2.0
+    fy += fx  # row * (nx + 2) + x: the integer part of the sum is row * (nx + 2) + column
+    return fy.astype(np.intp)
 
 
 class PolygonLookup:
@@ -284,18 +295,16 @@ class PolygonLookup:
                 other = d1[edge] + (line - c1[edge]) * ((d2[edge] - d1[edge]) / (c2[edge] - c1[edge]))
                 mark(*((other, line) if across else (line, other)))
         # interior cells: one exact test at the centre of the first cell of each run between boundary cells;
-        # boundary cells get the label -2 (test each point exactly)
-        run_start = ~grid
-        run_start[:, 1:] &= grid[:, :-1]
-        starts = np.flatnonzero(run_start)
-        ix, iy = starts % (nx + 2) - 1, starts // (nx + 2) - 1
-        start_label = polys.first_containing(x0 + (ix + 0.5) * cw, y0 + (iy + 0.5) * ch)
-        run_id = np.cumsum(run_start, dtype=np.int32)  # (flattened)
-        run_id -= 1  # the run each interior cell is in; -1 (no run yet) is a boundary cell, as are all when no
-        del run_start  # cell is free of edges (a comb finer than the grid): the -2 appended
-        self.label = label = np.append(start_label.astype(np.int32), np.int32(-2))[run_id]
-        del run_id
-        label[boundary] = -2
+        # boundary cells get the label -2 (test each point exactly). Flattened, the grid alternates between runs
+        # of boundary and of interior cells (a row's interior run ends at the border, so none spans two rows):
+        # the labels are each run's value repeated over its length
+        change = np.flatnonzero(boundary[1:] != boundary[:-1]) + 1
+        begin = np.concatenate([[0], change])  # the first run is the border's corner: boundary
+        inner = begin[~boundary[begin]]
+        ix, iy = inner % (nx + 2) - 1, inner // (nx + 2) - 1
+        value = np.full(len(begin), -2, dtype=np.int32)
+        value[~boundary[begin]] = polys.first_containing(x0 + (ix + 0.5) * cw, y0 + (iy + 0.5) * ch)
+        self.label = label = np.repeat(value, np.diff(np.append(begin, boundary.size)))
         label.reshape(ny + 2, nx + 2)[[0, -1], :] = label.reshape(ny + 2, nx + 2)[:, [0, -1]] = -1
 
     def assign(self, px: np.ndarray, py: np.ndarray, progress=None, chunk: int = 65_536) -> np.ndarray:
@@ -305,15 +314,12 @@ class PolygonLookup:
         polys = self.polys
         if len(polys.edges) == 0 or len(px) == 0:
             return result
-        x0, y0 = polys.extent[:2]
-        nx, ny, label = self.nx, self.ny, self.label
-        inv_w, inv_h = 1.0 / self.cw, 1.0 / self.ch
+        label, inverse = self.label, (1.0 / self.cw, 1.0 / self.ch)
         for lo in range(0, len(px), chunk):
             if progress is not None and progress(lo / max(len(px), 1)) is False:
                 break
             bx, by = px[lo:lo + chunk], py[lo:lo + chunk]
-            cell = _border_index(by, y0, inv_h, ny) * np.int32(nx + 2) + _border_index(bx, x0, inv_w, nx)
-            got = label[cell]
+            got = label[_border_cell(bx, by, polys.extent, inverse, self.nx, self.ny)]
             result[lo:lo + chunk] = got
             hard = np.flatnonzero(got == -2)
             if len(hard):

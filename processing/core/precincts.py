@@ -120,26 +120,38 @@ class Tally:
 
     def __init__(self, n_precincts: int):
         self.n = n_precincts
-        self.requests = np.zeros(n_precincts, dtype=np.int64)
+        self.uncoded = np.zeros(n_precincts, dtype=np.int64)  # requests of blocks counted without codes
         self.by_code = np.zeros((n_precincts, 1), dtype=np.int64)  # column 0: no category; code c: column c + 1
         self.matched = 0
         self.unmatched = 0
+
+    @property
+    def requests(self) -> np.ndarray:
+        """Requests per precinct."""
+        return self.uncoded + self.by_code.sum(axis=1)
 
     def add(self, assignment: np.ndarray, codes: np.ndarray | None = None) -> None:
         """One block: the precinct of each point (-1: outside every precinct) and its category code."""
         assignment = np.asarray(assignment)
         inside = assignment >= 0
-        where = assignment[inside].astype(np.int64)
-        self.matched += len(where)
-        self.unmatched += len(assignment) - len(where)
-        self.requests += np.bincount(where, minlength=self.n)
-        if codes is None or not len(where):
+        matched = int(np.count_nonzero(inside))
+        self.matched += matched
+        self.unmatched += len(assignment) - matched
+        if not matched:
             return
-        column = np.asarray(codes)[inside].astype(np.int64) + 1
-        width = max(self.by_code.shape[1], int(column.max()) + 1)
+        if codes is None:
+            self.uncoded += np.bincount(assignment[inside] if matched < len(assignment) else assignment,
+                                        minlength=self.n)
+            return
+        codes = np.asarray(codes)
+        width = max(self.by_code.shape[1], int(codes.max()) + 2)
         if width > self.by_code.shape[1]:
             self.by_code = np.pad(self.by_code, ((0, 0), (0, width - self.by_code.shape[1])))
-        self.by_code += np.bincount(where * width + column, minlength=self.n * width).reshape(self.n, width)
+        cell = assignment.astype(np.int64) * width  # one bincount over (precinct, code + 1)
+        cell += codes
+        cell += 1
+        self.by_code += np.bincount(cell[inside] if matched < len(cell) else cell,
+                                    minlength=self.n * width).reshape(self.n, width)
 
     def category_table(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(precinct x label counts, labels sorted as text) over the labels that occur among matched requests;

@@ -36,13 +36,13 @@ def folded_keys(arr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 class _Width:
     """The distinct values seen at one width: their keys in an open-addressing table (linear probing, at most a
-    quarter full), their words and their codes."""
+    quarter full), their words (one array per word position: a gather from one is a plain take) and their codes."""
 
     def __init__(self, words: int):
         self.bits = 10
         self.slots = np.full(1 << self.bits, -1, dtype=np.int32)  # entry per slot, -1 empty
         self.keys = np.zeros(0, dtype=np.uint64)
-        self.words = np.zeros((0, words), dtype=np.uint64)
+        self.words = [np.zeros(0, dtype=np.uint64) for _ in range(words)]
         self.codes = np.zeros(0, dtype=np.int32)
         self.probes = 0  # the longest run from a key's home slot to its entry
 
@@ -69,11 +69,11 @@ class _Width:
             todo = todo[(found >= 0) & ~match]
         return entry
 
-    def add(self, keys: np.ndarray, words: np.ndarray, codes: list[int]) -> None:
+    def add(self, keys: np.ndarray, words: list[np.ndarray], codes: list[int]) -> None:
         """New distinct keys, with their rows' words and their codes."""
         start = len(self.keys)
         self.keys = np.concatenate([self.keys, keys])
-        self.words = np.vstack([self.words, words])
+        self.words = [np.concatenate([mine, theirs]) for mine, theirs in zip(self.words, words)]
         self.codes = np.concatenate([self.codes, np.asarray(codes, dtype=np.int32)])
         if 4 * len(self.keys) > len(self.slots):
             while 4 * len(self.keys) > (1 << self.bits):
@@ -134,14 +134,14 @@ class TextCodes:
                 return self._factorised(arr, keys, words)
             order = np.argsort(first)  # new values get their codes in the order they first appear
             distinct, rows = distinct[order], new[first[order]]
-            table.add(distinct, np.column_stack([w[rows] for w in words]),
+            table.add(distinct, [w[rows] for w in words],
                       [self.code_of(arr[r]) for r in rows.tolist()])
             entry = table.find(keys)
         out = table.codes[entry]
         if len(words) > 1:  # folded keys: every row's bytes against its entry's
             same = np.ones(len(arr), dtype=bool)
-            for i, word in enumerate(words):
-                same &= table.words[entry, i] == word
+            for known, word in zip(table.words, words):
+                same &= known[entry] == word
             wrong = np.flatnonzero(~same)
             if len(wrong):
                 values, inverse = np.unique(arr[wrong], return_inverse=True)

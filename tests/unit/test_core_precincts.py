@@ -323,9 +323,7 @@ def test_boundary_cells_hold_every_point_of_every_edge_and_few_more():
                 xs.append(ax + t * (bx - ax))
                 ys.append(ay + t * (by - ay))
         x, y = np.concatenate(xs), np.concatenate(ys)
-        ex0, ey0 = lk.polys.extent[:2]
-        cell = (geometry._border_index(y, ey0, 1 / lk.ch, lk.ny) * (lk.nx + 2)
-                + geometry._border_index(x, ex0, 1 / lk.cw, lk.nx))
+        cell = geometry._border_cell(x, y, lk.polys.extent, (1 / lk.cw, 1 / lk.ch), lk.nx, lk.ny)
         assert (lk.label[cell] == -2).all(), name
         hits[name] = (len(np.unique(cell)), int((lk.label == -2).sum()), sum(len(r) for r in rings))
     touched, marked, vertices = hits["star"]
