@@ -275,22 +275,22 @@ class PrecinctStats(Civic311Algorithm):
 
         stream = PointStream(self, parameters, "REQUESTS", context, feedback, wanted,
                              categorical=[category_field] if category_field else [])
-        feedback.setProgressText(self.tr("Reading precincts"))
-        precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=stream.crs,
-                                  label_field=id_field)
-        n = len(precincts.features)
-        if n == 0:
-            raise QgsProcessingException("PRECINCTS has no features: choose a layer with precinct polygons.")
-        repeated = [i for i, k in Counter(str(f[id_field]) for f in precincts.features).items() if k > 1]
-        if repeated:
-            feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each polygon "
-                                 "is counted on its own; joins by id will be ambiguous): "
-                                 + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
-        # the requests are tallied a block at a time as they are read (never all held): GDAL reads them in a worker
-        # thread from here on (not before: reading the precincts is Python work that two threads would slow down),
-        # while the precincts' lookup grid is built in another thread, and then while the blocks read are counted
-        feedback.setProgressText(self.tr("Assigning requests to precincts"))
+        # the requests are tallied a block at a time as they are read (never all held). GDAL starts reading them in
+        # its threads now, while the precincts are read here; the precincts' lookup grid is then built in another
+        # thread while the first blocks wait, and the blocks are counted as they come
         with stream:
+            feedback.setProgressText(self.tr("Reading precincts"))
+            precincts = read_polygons(self, parameters, "PRECINCTS", context, feedback, dest_crs=stream.crs,
+                                      label_field=id_field)
+            n = len(precincts.features)
+            if n == 0:
+                raise QgsProcessingException("PRECINCTS has no features: choose a layer with precinct polygons.")
+            repeated = [i for i, k in Counter(str(f[id_field]) for f in precincts.features).items() if k > 1]
+            if repeated:
+                feedback.pushWarning(f"{len(repeated)} precinct id(s) of {id_field} appear more than once (each "
+                                     "polygon is counted on its own; joins by id will be ambiguous): "
+                                     + ", ".join(repeated[:20]) + (" …" if len(repeated) > 20 else ""))
+            feedback.setProgressText(self.tr("Assigning requests to precincts"))
             counted = count_requests(stream, precincts.polygons, Filters(category_field, exclude, start, end,
                                                                          has_city, resident_only), feedback)
         if counted is None:

@@ -2,6 +2,7 @@
 """Point-in-polygon assignment, empirical-Bayes rates, quintiles and category counts."""
 
 import numpy as np
+import pytest
 
 from civic311.processing.core.geometry import assign_points_to_polygons, points_from_wkb, polygon_rings_from_wkb
 from civic311.processing.core.precincts import (
@@ -333,6 +334,25 @@ def test_boundary_cells_hold_every_point_of_every_edge_and_few_more():
     px, py = rng.uniform(gx(9), gx(31), 200_000), rng.uniform(gy(9), gy(31), 200_000)
     polygons = [[star, tricky]]
     np.testing.assert_array_equal(assign_points_to_polygons(px, py, polygons), brute_force_assignment(px, py, polygons))
+
+
+@pytest.mark.parametrize("side", [30, 200])
+def test_polygon_indices_beyond_int16_keep_their_label(side):
+    """The lookup grid stores labels as int16 while the polygon indices fit, int32 beyond: with 900 and 40,000
+    unit squares, every point gets the square whose half-open cell [i, i + 1) x [j, j + 1) holds it, points on
+    shared edges and corners included (the crossing rule gives them to the square right of and above them)."""
+    from civic311.processing.core import geometry
+
+    squares = [[np.array([[i, j], [i + 1, j], [i + 1, j + 1], [i, j + 1], [i, j]], dtype=float)]
+               for j in range(side) for i in range(side)]
+    rng = np.random.default_rng(side)
+    px, py = rng.uniform(0, side, 300_000), rng.uniform(0, side, 300_000)
+    px[:2000] = rng.integers(1, side, 2000)  # on vertical edges
+    py[1000:3000] = rng.integers(1, side, 2000)  # on horizontal edges (and, for 1,000, on corners)
+    lookup = geometry.PolygonLookup(squares, len(px))
+    assert lookup.label.dtype == (np.int16 if side * side < 32_000 else np.int32)
+    expected = np.floor(py).astype(np.int64) * side + np.floor(px).astype(np.int64)
+    np.testing.assert_array_equal(lookup.assign(px, py), expected)
 
 
 def test_a_polygon_finer_than_the_grid_everywhere_is_still_assigned():
