@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -726,6 +727,17 @@ def load_on_completion(context, key: str, dest_id: str, project, name: str) -> N
         context.addLayerToLoadOnCompletion(dest_id, QgsProcessingContext.LayerDetails(name, project, key))
 
 
+def _bulk_copy(alg, parameters, input_key: str, output_key: str, context):
+    """(source, target, project, layer name) when OUTPUT can be copied inside SQLite (GeoPackage to a new
+    GeoPackage), else None."""
+    target, project, name = bulk_destination(alg, parameters, output_key)
+    plain = _plain_source_path(parameters, input_key, alg.parameterAsVectorLayer(parameters, input_key, context))
+    if target is not None and plain is not None and plain[0].lower().endswith(".gpkg") and \
+            not (plain[0] == target[0] and (plain[1] or "") == target[1]):
+        return plain, target, project, name
+    return None
+
+
 def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, context, feedback, source,
                             fids: np.ndarray, new_fields: list[tuple[str, str]], pieces: Iterable[list[np.ndarray]]):
     """OUTPUT = the input features plus computed columns. ``pieces`` yields the columns (one array per new field)
@@ -734,10 +746,9 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
     combination goes through a QGIS sink, feature by feature. Returns the destination id."""
     from .gpkgwriter import copy_with_columns
 
-    target, project, name = bulk_destination(alg, parameters, output_key)
-    plain = _plain_source_path(parameters, input_key, alg.parameterAsVectorLayer(parameters, input_key, context))
-    if target is not None and plain is not None and plain[0].lower().endswith(".gpkg") and \
-            not (plain[0] == target[0] and (plain[1] or "") == target[1]):
+    bulk = _bulk_copy(alg, parameters, input_key, output_key, context)
+    if bulk is not None:
+        plain, target, project, name = bulk
         copy_with_columns(plain, target, fids, new_fields, pieces)
         dest_id = f"{target[0]}|layername={target[1]}"  # a source string any algorithm can read back
         load_on_completion(context, output_key, dest_id, project, name)
@@ -749,6 +760,76 @@ def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, co
     columns = [np.concatenate(parts) for parts in zip(*pieces)] if new_fields else []
     write_by_fid(sink, source, fids, columns, feedback, keep)
     return dest_id
+
+
+class CopyAlongside:
+    """write_copy_with_columns started at once, for an algorithm with more outputs to compute: the GeoPackage copy
+    (SQLite work, which releases the GIL) runs in a worker thread while the caller computes the others. Only
+    where no other output of the run may name the same file (two writers of one SQLite file would block each
+    other); otherwise, and through a QGIS sink, the copy is written at once, as write_copy_with_columns does.
+    ``dest_id()`` waits for the copy and raises its error; leaving the ``with`` block always waits for it."""
+
+    def __init__(self, alg, parameters, input_key: str, output_key: str, context, feedback, source,
+                 fids: np.ndarray, new_fields: list[tuple[str, str]], pieces: list[list[np.ndarray]],
+                 others: Iterable[str] = ()):
+        import threading
+
+        from .gpkgwriter import copy_with_columns
+
+        self._thread = None
+        self._error: BaseException | None = None
+        bulk = _bulk_copy(alg, parameters, input_key, output_key, context)
+        if bulk is None or _may_share_file(bulk[1][0], [parameters.get(k) for k in others]):
+            self._dest = write_copy_with_columns(alg, parameters, input_key, output_key, context, feedback, source,
+                                                 fids, new_fields, pieces)
+            return
+        plain, target, project, name = bulk
+        self._dest = f"{target[0]}|layername={target[1]}"
+        self._load = (context, output_key, project, name)
+
+        def copy() -> None:
+            try:
+                copy_with_columns(plain, target, fids, new_fields, pieces)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller by dest_id()
+                self._error = exc
+
+        self._thread = threading.Thread(target=copy, name="civic311-copy", daemon=True)
+        self._thread.start()
+
+    def dest_id(self) -> str:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            if self._error is not None:
+                raise self._error
+            context, key, project, name = self._load
+            load_on_completion(context, key, self._dest, project, name)
+        return self._dest
+
+    def __enter__(self) -> CopyAlongside:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _may_share_file(path: str, values: list) -> bool:
+    """Whether any of these output values (strings, output definitions, None) might write into the file
+    ``path``: its file name in the value's text, or a value whose text cannot be read."""
+    from qgis.core import QgsProcessingOutputLayerDefinition
+
+    name = Path(path).name.lower()
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        if not isinstance(value, str):
+            return True
+        if name in value.lower():
+            return True
+    return False
 
 
 def index_output(layer: QgsVectorLayer, feedback=None) -> None:

@@ -31,7 +31,7 @@ from ..core.zones import (
     walking_routes,
     zone_locations,
 )
-from ..layerio import ISOMETRY_TOLERANCE, METRIC, WGS84, read_points, transform_xy, write_copy_with_columns
+from ..layerio import ISOMETRY_TOLERANCE, METRIC, WGS84, CopyAlongside, read_points, transform_xy
 from .base import Civic311Algorithm
 
 METHODS = ("K-means", "DBSCAN", "Walkable")
@@ -192,22 +192,25 @@ class CanvassZones(Civic311Algorithm):
                             "ROUTES": {"values": [v for v in zone_values if v >= 0]}}
         all_labels = np.full(len(pts.x), np.nan)
         all_labels[ok] = labels
-        dest_id = write_copy_with_columns(self, parameters, "INPUT", "OUTPUT", context, feedback, source, pts.fids,
-                                          [("zone_id", "int")], [[all_labels]])
-        results = {"OUTPUT": dest_id}
-        back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
-        lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)
-        wanted = [key for key in ("ZONES", "ROUTES") if parameters.get(key) is not None]
-        locations = zone_locations(x, y, labels, summary.zone_ids) if wanted else []
-        if parameters.get("ZONES") is not None:
-            results["ZONES"] = self._write_zones(parameters, context, locations, summary, lon, lat, back)
-        if parameters.get("ROUTES") is not None:
-            starts = None
-            if parameters.get("START_POINTS"):
-                sp = read_points(self, parameters, "START_POINTS", context, feedback, (), dest_crs=metric)
-                if len(sp.x):
-                    starts = np.column_stack([sp.x, sp.y])
-            results["ROUTES"] = self._write_routes(parameters, context, locations, summary, starts, back, feedback)
+        # OUTPUT is copied in SQLite (a worker thread) while the zones' outlines and the routes are computed here
+        with CopyAlongside(self, parameters, "INPUT", "OUTPUT", context, feedback, source, pts.fids,
+                           [("zone_id", "int")], [[all_labels]], others=("ZONES", "ROUTES")) as copy:
+            results = {}
+            back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
+            lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)
+            wanted = [key for key in ("ZONES", "ROUTES") if parameters.get(key) is not None]
+            locations = zone_locations(x, y, labels, summary.zone_ids) if wanted else []
+            if parameters.get("ZONES") is not None:
+                results["ZONES"] = self._write_zones(parameters, context, locations, summary, lon, lat, back)
+            if parameters.get("ROUTES") is not None:
+                starts = None
+                if parameters.get("START_POINTS"):
+                    sp = read_points(self, parameters, "START_POINTS", context, feedback, (), dest_crs=metric)
+                    if len(sp.x):
+                        starts = np.column_stack([sp.x, sp.y])
+                results["ROUTES"] = self._write_routes(parameters, context, locations, summary, starts, back,
+                                                       feedback)
+            results = {"OUTPUT": copy.dest_id(), **results}
         return results
 
     def _write_zones(self, parameters, context, locations, summary, lon, lat, back):

@@ -317,3 +317,50 @@ def test_zone_hull_candidates_keep_the_hull():
     assert geometry_from_wkb(multipoint_wkb(few)).convexHull().equals(whole)
     line = np.column_stack([np.arange(10.0), np.arange(10.0) * 2])
     assert len(hull_candidates(line)) == 10 and len(hull_candidates(pts[:3])) == 3
+
+
+def test_canvasszones_copies_its_output_alongside_the_routes_unless_they_share_a_file(run_alg, tmp_path, monkeypatch):
+    """The OUTPUT copy (SQLite) runs in a worker thread while ZONES and ROUTES are computed, with the same layers
+    as the copy made first; when another output names the same GeoPackage (two writers of one file would block
+    each other) it runs first in the calling thread; an error in the worker reaches the caller."""
+    import threading
+
+    from civic311.processing import gpkgwriter
+
+    copied_in = []
+    original = gpkgwriter.copy_with_columns
+
+    def spy(*args, **kwargs):
+        copied_in.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gpkgwriter, "copy_with_columns", spy)
+    params = {"INPUT": f"{SAMPLE}|layername=requests", "METHOD": 0, "ZONE_COUNT": 12}
+    apart = {"OUTPUT": str(tmp_path / "out.gpkg"), "ZONES": str(tmp_path / "zones.gpkg"),
+             "ROUTES": str(tmp_path / "routes.gpkg")}
+    res = run_alg("civic311:canvasszones", {**params, **apart})
+    one = tmp_path / "one.gpkg"
+    shared = {"OUTPUT": str(one), "ZONES": f"ogr:dbname='{one}' table=\"zones\" (geom)",
+              "ROUTES": f"ogr:dbname='{one}' table=\"routes\" (geom)"}
+    res_one = run_alg("civic311:canvasszones", {**params, **shared})
+    assert copied_in == ["civic311-copy", "MainThread"]
+    assert res["OUTPUT"] == f"{tmp_path / 'out.gpkg'}|layername=out"
+    for key, layer_name in (("OUTPUT", "one"), ("ZONES", "zones"), ("ROUTES", "routes")):
+        a = QgsVectorLayer(res[key], "a", "ogr")
+        b = QgsVectorLayer(f"{one}|layername={layer_name}", "b", "ogr")
+        assert a.isValid() and b.isValid(), key
+        assert a.featureCount() == b.featureCount() == (8304 if key == "OUTPUT" else 12), key
+        rows = [sorted((f.attributes()[1:], f.geometry().asWkb().data()) for f in layer.getFeatures())
+                for layer in (a, b)]
+        assert rows[0] == rows[1], key
+    assert res_one["OUTPUT"] == f"{one}|layername=one"
+
+    def failing(*args, **kwargs):
+        raise OSError("disk full while copying")
+
+    monkeypatch.setattr(gpkgwriter, "copy_with_columns", failing)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(Exception, match="disk full while copying"):
+        run_alg("civic311:canvasszones", {**params, "OUTPUT": str(tmp_path / "fails.gpkg"),
+                                          "ROUTES": str(tmp_path / "routes2.gpkg")})
+    assert "civic311-copy" not in {t.name for t in threading.enumerate()} - before
