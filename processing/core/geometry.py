@@ -190,7 +190,7 @@ class _Polygons:
             cell = cy * self.side + cx
             q, pos = _expand(self.cand_start[cell], self.cand_start[cell + 1] - self.cand_start[cell])
             poly = self.cand[pos]
-            b = self.box[poly]
+            b = np.take(self.box, poly, axis=0)  # (take: three times faster than box[poly] for rows)
             px, py = bx[q], by[q]
             inbox = (px >= b[:, 0]) & (px <= b[:, 2]) & (py >= b[:, 1]) & (py <= b[:, 3])
             q, poly = q[inbox], poly[inbox]
@@ -199,10 +199,10 @@ class _Polygons:
             pair, edge = _expand(start, self.band_start[slot + 1] - start)
             edge = self.band_edge[edge]
             py = by[q][pair]
-            ey = self.edge_y[edge]
+            ey = np.take(self.edge_y, edge, axis=0)
             straddle = np.flatnonzero((ey[:, 0] > py) != (ey[:, 1] > py))
-            pair, py, ex = pair[straddle], py[straddle], self.edge_x[edge[straddle]]
-            xint = ex[:, 0] + (py - ey[straddle, 0]) * ex[:, 1] / ex[:, 2]  # dy != 0: the edge straddles py
+            pair, py, ex = pair[straddle], py[straddle], np.take(self.edge_x, edge[straddle], axis=0)
+            xint = ex[:, 0] + (py - ey[:, 0][straddle]) * ex[:, 1] / ex[:, 2]  # dy != 0: the edge straddles py
             crossings = np.bincount(pair[bx[q][pair] < xint], minlength=len(q))
             inside = crossings % 2 == 1
             # pairs run by query, candidates ascending within a query: the first inside pair is the lowest

@@ -36,7 +36,8 @@ def folded_keys(arr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 class _Width:
     """The distinct values seen at one width: their keys in an open-addressing table (linear probing, at most a
-    quarter full), their words (one array per word position: a gather from one is a plain take) and their codes."""
+    sixteenth full, so that few keys are moved on from their home slot), their words (one array per word
+    position: a gather from one is a plain take) and their codes."""
 
     def __init__(self, words: int):
         self.bits = 10
@@ -75,8 +76,8 @@ class _Width:
         self.keys = np.concatenate([self.keys, keys])
         self.words = [np.concatenate([mine, theirs]) for mine, theirs in zip(self.words, words)]
         self.codes = np.concatenate([self.codes, np.asarray(codes, dtype=np.int32)])
-        if 4 * len(self.keys) > len(self.slots):
-            while 4 * len(self.keys) > (1 << self.bits):
+        if 16 * len(self.keys) > len(self.slots):
+            while 16 * len(self.keys) > (1 << self.bits):
                 self.bits += 1
             self.slots = np.full(1 << self.bits, -1, dtype=np.int32)
             self.probes, start = 0, 0
@@ -126,6 +127,23 @@ class TextCodes:
         if not cache:
             return self._factorised(arr, keys, words)
         table = self._widths.setdefault(arr.dtype.itemsize, _Width(len(words)))
+        if len(table.keys) == 0:
+            return self._looked_up(arr, keys, words, table)
+        # the common case, a category seen before: each row against the entry in its key's home slot, by its
+        # bytes (a row that matches the entry it is compared with has that entry's code, whatever slot it came
+        # from); only the rows that do not match (new values, keys moved on by probing, shared keys) go further
+        entry = table.slots[table._home(keys)]
+        same = table.words[0][entry] == words[0]
+        for known, word in zip(table.words[1:], words[1:]):
+            same &= known[entry] == word
+        out = table.codes[entry]
+        other = np.flatnonzero(~same)
+        if len(other):
+            out[other] = self._looked_up(arr[other], keys[other], [w[other] for w in words], table)
+        return out
+
+    def _looked_up(self, arr: np.ndarray, keys: np.ndarray, words: list[np.ndarray], table: _Width) -> np.ndarray:
+        """Codes of rows through the table, probing, with their new values entered."""
         entry = table.find(keys)
         new = np.flatnonzero(entry < 0)
         if len(new):  # values not seen at this width yet: one entry per distinct key, from its first row
