@@ -147,7 +147,7 @@ class Tally:
         width = max(self.by_code.shape[1], int(codes.max()) + 2)
         if width > self.by_code.shape[1]:
             self.by_code = np.pad(self.by_code, ((0, 0), (0, width - self.by_code.shape[1])))
-        cell = assignment.astype(np.int64) * width  # one bincount over (precinct, code + 1)
+        cell = np.multiply(assignment, width, dtype=np.int64)  # one bincount over (precinct, code + 1)
         cell += codes
         cell += 1
         self.by_code += np.bincount(cell[inside] if matched < len(cell) else cell,
