@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -305,9 +306,12 @@ def _all_null(col: np.ndarray) -> bool:
 def _nulls(col: np.ndarray) -> np.ndarray:
     """NULL mask of a column: None, NaN or NaT."""
     if col.dtype == object:
-        import pandas as pd
-
-        return pd.isna(col)  # one C pass (an elementwise == None and != itself would be two)
+        pd = sys.modules.get("pandas")
+        if pd is not None:
+            return pd.isna(col)  # one C pass (an elementwise == None and != itself would be two)
+        # without pandas loaded (its import costs more than this pass over a few thousand values): None, and
+        # the values unequal to themselves (NaN, NaT)
+        return np.fromiter((v is None or v != v for v in col.tolist()), dtype=bool, count=len(col))
     if col.dtype.kind in "fM":
         return np.isnan(col) if col.dtype.kind == "f" else np.isnat(col)
     return np.zeros(len(col), dtype=bool)

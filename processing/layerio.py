@@ -738,6 +738,12 @@ def _bulk_copy(alg, parameters, input_key: str, output_key: str, context):
     return None
 
 
+def can_copy_with_columns(alg, parameters, input_key: str, output_key: str, context) -> bool:
+    """Whether write_copy_with_columns copies the input inside SQLite (GeoPackage to a new GeoPackage), with the
+    input's own stored geometries."""
+    return _bulk_copy(alg, parameters, input_key, output_key, context) is not None
+
+
 def write_copy_with_columns(alg, parameters, input_key: str, output_key: str, context, feedback, source,
                             fids: np.ndarray, new_fields: list[tuple[str, str]], pieces: Iterable[list[np.ndarray]]):
     """OUTPUT = the input features plus computed columns. ``pieces`` yields the columns (one array per new field)

@@ -24,7 +24,14 @@ from qgis.core import (
 
 from ..core.geometry import PolygonLookup
 from ..core.precincts import Tally, summarise_tally
-from ..layerio import PointStream, output_fields, read_polygons, write_rows
+from ..layerio import (
+    PointStream,
+    can_copy_with_columns,
+    output_fields,
+    read_polygons,
+    write_copy_with_columns,
+    write_rows,
+)
 from ..neighbours import numeric_values
 from ..zoning import to_datetimes
 from .base import Civic311Algorithm
@@ -326,14 +333,23 @@ class PrecinctStats(Civic311Algorithm):
         new = [("requests", "int"), ("rate_1k", "double"), ("rate_eb", "double"), ("quintile", "int"),
                ("turnout", "double"), ("top_category", "string"), ("city_initiated", "int")]
         new += [(name, "int") for name in summary.category_fields]
-        fields, keep_idx = output_fields(precinct_source.fields(), new, feedback)
-        sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields,
-                                             precinct_source.wkbType(), precinct_source.sourceCrs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         columns = [summary.requests, summary.rate_1k, summary.rate_eb,
                    np.where(summary.quintile > 0, summary.quintile, np.nan), summary.turnout, summary.top_category,
                    city_counts]
         columns += [summary.category_counts[:, j] for j in range(len(summary.category_fields))]
-        write_rows(sink, precincts.features, keep_idx, columns, feedback)
+        if not precincts.repaired and can_copy_with_columns(self, parameters, "PRECINCTS", "OUTPUT", context):
+            # a GeoPackage to a new GeoPackage: the precincts copied inside SQLite, the columns joined by fid
+            # (infinities NULL, as on the feature path)
+            output_fields(precinct_source.fields(), new, feedback)  # (it says which input fields are replaced)
+            fids = np.array([f.id() for f in precincts.features], dtype=np.int64)
+            finite = [np.where(np.isfinite(c), c, np.nan) if np.asarray(c).dtype.kind == "f" else c for c in columns]
+            dest_id = write_copy_with_columns(self, parameters, "PRECINCTS", "OUTPUT", context, feedback,
+                                              precinct_source, fids, new, [finite])
+        else:  # repaired geometries (written as repaired), or another format: feature by feature
+            fields, keep_idx = output_fields(precinct_source.fields(), new, feedback)
+            sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields,
+                                                 precinct_source.wkbType(), precinct_source.sourceCrs())
+            if sink is None:
+                raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
+            write_rows(sink, precincts.features, keep_idx, columns, feedback)
         return {"OUTPUT": dest_id, "MATCHED": summary.matched, "UNMATCHED": unmatched}

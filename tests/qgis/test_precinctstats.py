@@ -373,3 +373,55 @@ def test_a_category_field_of_ids_is_refused_by_name(run_alg, monkeypatch):
     fine = run_alg(ALG, {**BASE, "REQUESTS": memory_points(points[:50]), "PRECINCTS": grid_precincts(),
                          "CATEGORY_FIELD": "category", "TOP_CATEGORIES": 3})
     assert fine["MATCHED"] == 50
+
+
+def test_geopackage_output_copied_in_sqlite_holds_what_the_feature_path_writes(run_alg, tmp_path, monkeypatch):
+    """Valid GeoPackage precincts to a new GeoPackage: the precincts are copied inside SQLite with the computed
+    columns joined by fid, and hold the same fields, values (NULL included), geometries and replaced input field
+    as the feature-by-feature output; precincts that had to be repaired are written feature by feature, as
+    repaired."""
+    from osgeo import gdal, ogr
+
+    from civic311.processing import gpkgwriter
+
+    valid = tmp_path / "valid.gpkg"
+    gdal.VectorTranslate(str(valid), str(SAMPLE), layers=["precincts"], layerName="precincts",
+                         where="ward_prec NOT IN ('41001', '41004')")  # the sample's two invalid precincts
+    ds = ogr.Open(str(valid), 1)
+    ds.GetLayer(0).CreateField(ogr.FieldDefn("Requests", ogr.OFTInteger))  # replaced by the computed field
+    ds = None
+    copies = []
+    original = gpkgwriter.copy_with_columns
+    monkeypatch.setattr(gpkgwriter, "copy_with_columns", lambda *a, **k: copies.append(a[1]) or original(*a, **k))
+    params = {**BASE, "REQUESTS": f"{SAMPLE}|layername=requests", "PRECINCTS": f"{valid}|layername=precincts",
+              "TOP_CATEGORIES": 10, "SUPPRESS_BELOW": 3}
+    memory = run_alg(ALG, params)
+    copied = run_alg(ALG, {**params, "OUTPUT": str(tmp_path / "stats.gpkg")})
+    assert copies == [(str(tmp_path / "stats.gpkg"), "stats")]
+    for res in (memory, copied):
+        assert "Input field Requests is replaced" in "\n".join(res["_feedback"].messages)
+    layer = QgsVectorLayer(copied["OUTPUT"], "stats", "ogr")
+    ref = memory["OUTPUT"]
+    assert [f.name() for f in layer.fields()] == [f.name() for f in ref.fields()]
+    assert [f.type() for f in layer.fields()] == [f.type() for f in ref.fields()]
+    assert layer.featureCount() == ref.featureCount() == 1289
+    nulls = 0
+    mine = features(layer)
+    for key, want in features(ref).items():
+        got = mine[key]
+        for name in [f.name() for f in ref.fields()]:
+            a, b = got[name], want[name]
+            if b is None or str(b) == "NULL":
+                nulls += 1
+                assert a is None or str(a) == "NULL", (key, name)
+            else:
+                assert a == pytest.approx(b) if isinstance(b, float) else a == b, (key, name)
+        assert got.geometry().equals(want.geometry()), key
+    assert nulls > 1000  # suppressed counts and empty precincts' rates: NULL on both paths
+    assert layer.renderer() is not None and layer.renderer().type() == "graduatedSymbol"
+    # the sample's own precincts: two are repaired, so the output is written feature by feature, as repaired
+    repaired = run_alg(ALG, {**params, "PRECINCTS": f"{SAMPLE}|layername=precincts",
+                             "OUTPUT": str(tmp_path / "repaired.gpkg")})
+    assert len(copies) == 1
+    out = features(QgsVectorLayer(repaired["OUTPUT"], "r", "ogr"))
+    assert out["41001"].geometry().isGeosValid() and out["41004"].geometry().isGeosValid()
