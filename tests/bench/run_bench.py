@@ -12,8 +12,8 @@ the row says; set BENCH_NATIVE_10M=1 to run them at 10M.
 Environment: BENCH_SCALES (default "10k,100k,1M"; "10M" builds a 10-million-request city over five years, once),
 BENCH_TASKS (default all of "precincts,trends,field_ops,fetch_import"; field_ops = transit + zones),
 ESDA_PYTHON (optional: a Python with esda installed, to add esda's G_Local as the reference for the Gi* row;
-esda is never a civic311 dependency), BENCH_REPEAT (default 1: runs of precinctstats and of its floor, the
-median reported).
+esda is never a civic311 dependency), BENCH_REPEAT (default 1: rounds of precinctstats and its floor, run in
+turn, each writing a new output file; the median of each reported).
 `make bench-qgis340` runs it on QGIS 3.40 in the CI chroot.
 """
 
@@ -80,8 +80,15 @@ def run_alg(alg: str, params: dict, env: dict) -> tuple[float, float, dict, floa
 def repeated(run):
     """Of BENCH_REPEAT runs (default 1), the one with the median time in the process (the last item of each):
     a 3-second row varies by a tenth from one run to the next on a busy machine."""
-    runs = sorted((run() for _ in range(max(1, int(os.environ.get("BENCH_REPEAT", "1"))))), key=lambda r: r[-1])
-    return runs[len(runs) // 2]
+    return interleaved(run)[0]
+
+
+def interleaved(*runs):
+    """For each of ``runs``, of BENCH_REPEAT rounds (default 1) that run each in turn, the run with the median
+    time in the process (the last item): alternating them, a drift of the machine's speed during the rounds
+    touches both sides of a ratio alike."""
+    rounds = [[run() for run in runs] for _ in range(max(1, int(os.environ.get("BENCH_REPEAT", "1"))))]
+    return [sorted(column, key=lambda r: r[-1])[len(column) // 2] for column in zip(*rounds)]
 
 
 def floor(source: str, layer: str, columns: str, outputs: list, env: dict) -> tuple[float, float, float]:
@@ -179,13 +186,17 @@ def zones(city, scale, work, env, row) -> None:
 def precincts(city, scale, work, env, row) -> None:
     req, prec = f"{city}|layername=requests", f"{city}|layername=precincts"
     stats_out = work / f"stats_{scale}.gpkg"
-    ours = repeated(lambda: run_alg("civic311:precinctstats", {
-        "REQUESTS": req, "PRECINCTS": prec, "PRECINCT_ID_FIELD": "precinct_id",
-        "VOTERS_FIELD": "registered_voters", "BALLOTS_FIELD": "ballots_cast", "OUTPUT": stats_out}, env))
+    def ours_run():
+        stats_out.unlink(missing_ok=True)  # each run writes a new GeoPackage, as the first one does
+        return run_alg("civic311:precinctstats", {
+            "REQUESTS": req, "PRECINCTS": prec, "PRECINCT_ID_FIELD": "precinct_id",
+            "VOTERS_FIELD": "registered_voters", "BALLOTS_FIELD": "ballots_cast", "OUTPUT": stats_out}, env)
+
+    # civic311 and its floor (which copies civic311's output) alternate, round by round
+    ours, lower = interleaved(ours_run, lambda: floor(str(city), "requests", "category", [stats_out], env))
     native = run_alg("native:countpointsinpolygon", {
         "POLYGONS": prec, "POINTS": req, "FIELD": "n", "OUTPUT": work / f"native_{scale}.gpkg"}, env)
-    row("precinctstats", scale, ours, native, "native:countpointsinpolygon", ">= 10x, <= 2x floor",
-        repeated(lambda: floor(str(city), "requests", "category", [stats_out], env)))
+    row("precinctstats", scale, ours, native, "native:countpointsinpolygon", ">= 10x, <= 2x floor", lower)
     if scale in ("10k", "1M", "10M"):
         gi = run_alg("civic311:hotspots", {"INPUT": stats_out, "FIELD": "rate_eb", "NEIGHBOURS": 0,
                                            "PERMUTATIONS": 999, "OUTPUT": work / f"gi_{scale}.gpkg"}, env)
