@@ -70,6 +70,9 @@ def geometry_from_wkb(wkb: bytes) -> QgsGeometry:
     return geom
 
 
+PIECE = 250_000  # rows of OUTPUT made SQL values at a time
+
+
 class CanvassZones(Civic311Algorithm):
     NAME = "canvasszones"
     DISPLAY_NAME = "Canvassing zones"
@@ -193,8 +196,11 @@ class CanvassZones(Civic311Algorithm):
         all_labels = np.full(len(pts.x), np.nan)
         all_labels[ok] = labels
         # OUTPUT is copied in SQLite (a worker thread) while the zones' outlines and the routes are computed here
+        # (in pieces: each is made SQL values and copied in turn, so the copy holds a piece's Python objects at
+        # a time, not ten million)
+        pieces = [[all_labels[start:start + PIECE]] for start in range(0, len(all_labels), PIECE)] or [[all_labels]]
         with CopyAlongside(self, parameters, "INPUT", "OUTPUT", context, feedback, source, pts.fids,
-                           [("zone_id", "int")], [[all_labels]], others=("ZONES", "ROUTES")) as copy:
+                           [("zone_id", "int")], pieces, others=("ZONES", "ROUTES")) as copy:
             results = {}
             back = QgsCoordinateTransform(metric, source.sourceCrs(), context.transformContext())
             lon, lat = transform_xy(summary.centre_x, summary.centre_y, metric, WGS84, context)
