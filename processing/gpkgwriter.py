@@ -454,7 +454,9 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
         if ds.GetLayer(i).GetName() == dest[1]:
             ds.DeleteLayer(i)
             break
-    dlyr = ds.CreateLayer(dest[1], srs, gtype, options=["SPATIAL_INDEX=NO", "FID=fid", "GEOMETRY_NAME=geom"])
+    # the copy keeps the source's feature id column by name (an OBJECTID stays OBJECTID), as QGIS shows it as a field
+    dest_fid = fid_col if fid_col.lower() not in new_names else "fid"
+    dlyr = ds.CreateLayer(dest[1], srs, gtype, options=["SPATIAL_INDEX=NO", f"FID={dest_fid}", "GEOMETRY_NAME=geom"])
     for fd in kept:
         dlyr.CreateField(fd)
     ogr_types = {"string": ogr.OFTString, "int": ogr.OFTInteger64, "double": ogr.OFTReal}
@@ -491,7 +493,7 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
         cols = "".join(f", {ident(n)} {SQL_TYPES[k]}" for n, k in new_fields)
         con.execute(f"CREATE TEMP TABLE civic311_values (fid INTEGER PRIMARY KEY{cols})")
         names = [fd.GetName() for fd in kept]
-        target = ", ".join(ident(c) for c in ["fid", "geom", *names, *(n for n, _ in new_fields)])
+        target = ", ".join(ident(c) for c in [dest_fid, "geom", *names, *(n for n, _ in new_fields)])
         select = ", ".join([f"s.{ident(fid_col)}", f"s.{ident(geom_col)}", *(f"s.{ident(c)}" for c in names),
                             *(f"v.{ident(n)}" for n, _ in new_fields)])
         copy = (f"INSERT INTO main.{ident(dest[1])} ({target}) SELECT {select} FROM {schema}.{ident(src_layer)} s "
@@ -510,7 +512,7 @@ def copy_with_columns(src: tuple[str, str], dest: tuple[str, str], fids: np.ndar
             where = "" if below is None else f" WHERE {fid_ref} > {below:d}"
             con.execute(f"{copy}{where} ORDER BY {fid_ref}")
             bulk_index = spatial and (_copy_source_index(con, schema, src_layer, geom_col, dest[1])
-                                      or _index_copied_rows(con, dest[1]))
+                                      or _index_copied_rows(con, dest[1], dest_fid))
         extent = con.execute(f"SELECT min_x, min_y, max_x, max_y FROM {schema}.gpkg_contents WHERE table_name = ?",
                              (src_layer,)).fetchone()
         if extent:
@@ -545,7 +547,7 @@ def _copy_source_index(con: sqlite3.Connection, schema: str, src_table: str, src
     return True
 
 
-def _index_copied_rows(con: sqlite3.Connection, table: str, chunk: int = 200_000) -> bool:
+def _index_copied_rows(con: sqlite3.Connection, table: str, fid: str = "fid", chunk: int = 200_000) -> bool:
     """Fill the spatial index of a copied table from its geometry blobs (points, or envelopes in the blob
     headers). False when some geometry has no envelope to read."""
     from .core.rtree import envelopes
@@ -553,8 +555,8 @@ def _index_copied_rows(con: sqlite3.Connection, table: str, chunk: int = 200_000
     ids, boxes = [], []
     last = 0
     while True:
-        rows = con.execute(f"SELECT fid, geom FROM main.{ident(table)} WHERE fid > ? ORDER BY fid LIMIT ?",
-                           (last, chunk)).fetchall()
+        rows = con.execute(f"SELECT {ident(fid)}, geom FROM main.{ident(table)} WHERE {ident(fid)} > ? "
+                           f"ORDER BY {ident(fid)} LIMIT ?", (last, chunk)).fetchall()
         if not rows:
             break
         last = rows[-1][0]

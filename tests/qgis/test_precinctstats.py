@@ -385,10 +385,13 @@ def test_geopackage_output_copied_in_sqlite_holds_what_the_feature_path_writes(r
     from civic311.processing import gpkgwriter
 
     valid = tmp_path / "valid.gpkg"
+    # the sample's precincts less its two invalid ones, with the feature id column named as ArcGIS names it (it
+    # is a field to QGIS, kept by name), a field the computed one replaces, and a quoted name
     gdal.VectorTranslate(str(valid), str(SAMPLE), layers=["precincts"], layerName="precincts",
-                         where="ward_prec NOT IN ('41001', '41004')")  # the sample's two invalid precincts
+                         where="ward_prec NOT IN ('41001', '41004')", layerCreationOptions=["FID=OBJECTID"])
     ds = ogr.Open(str(valid), 1)
-    ds.GetLayer(0).CreateField(ogr.FieldDefn("Requests", ogr.OFTInteger))  # replaced by the computed field
+    ds.GetLayer(0).CreateField(ogr.FieldDefn("Requests", ogr.OFTInteger))
+    ds.GetLayer(0).CreateField(ogr.FieldDefn('we"ird\'name', ogr.OFTString))
     ds = None
     copies = []
     original = gpkgwriter.copy_with_columns
@@ -403,6 +406,7 @@ def test_geopackage_output_copied_in_sqlite_holds_what_the_feature_path_writes(r
     layer = QgsVectorLayer(copied["OUTPUT"], "stats", "ogr")
     ref = memory["OUTPUT"]
     assert [f.name() for f in layer.fields()] == [f.name() for f in ref.fields()]
+    assert layer.fields()[0].name() == "OBJECTID" and layer.fields().lookupField('we"ird\'name') >= 0
     assert [f.type() for f in layer.fields()] == [f.type() for f in ref.fields()]
     assert layer.featureCount() == ref.featureCount() == 1289
     nulls = 0
