@@ -823,13 +823,15 @@ class CopyAlongside:
 def _may_share_file(path: str, values: list) -> bool:
     """Whether any of these output values (strings, output definitions, None) might write into the file
     ``path``: its file name in the value's text, or a value whose text cannot be read."""
-    from qgis.core import QgsProcessingOutputLayerDefinition
+    from qgis.core import QgsProcessingOutputLayerDefinition, QgsProperty
 
     name = Path(path).name.lower()
     for value in values:
         if value is None:
             continue
         if isinstance(value, QgsProcessingOutputLayerDefinition):
+            if value.sink.propertyType() != QgsProperty.StaticProperty:  # an expression: known only later
+                return True
             value = value.sink.staticValue()
         if not isinstance(value, str):
             return True

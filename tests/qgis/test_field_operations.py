@@ -364,3 +364,13 @@ def test_canvasszones_copies_its_output_alongside_the_routes_unless_they_share_a
         run_alg("civic311:canvasszones", {**params, "OUTPUT": str(tmp_path / "fails.gpkg"),
                                           "ROUTES": str(tmp_path / "routes2.gpkg")})
     assert "civic311-copy" not in {t.name for t in threading.enumerate()} - before
+    # an output whose destination is an expression (a model's) is known only later: assumed to share the file
+    from qgis.core import QgsProcessingOutputLayerDefinition, QgsProperty
+
+    from civic311.processing.layerio import _may_share_file
+
+    out = str(tmp_path / "out.gpkg")
+    assert not _may_share_file(out, [None, "TEMPORARY_OUTPUT", str(tmp_path / "zones.gpkg"),
+                                     QgsProcessingOutputLayerDefinition(str(tmp_path / "routes.gpkg"))])
+    assert _may_share_file(out, [QgsProcessingOutputLayerDefinition(QgsProperty.fromExpression(f"'{out}'"))])
+    assert _may_share_file(out, [f"ogr:dbname='{tmp_path / 'OUT.gpkg'}' table=\"z\" (geom)"])
