@@ -155,6 +155,24 @@ def count_requests(stream: PointStream, polygons: list, filters: Filters, feedba
     return counted
 
 
+def write_output(alg, parameters, context, feedback, source, precincts, new: list, columns: list) -> str:
+    """OUTPUT: the precincts with the computed columns. A GeoPackage of valid precincts to a new GeoPackage is
+    copied inside SQLite with the columns joined by fid (infinities NULL, as on the feature path); repaired
+    precincts (written as repaired) and other formats go feature by feature."""
+    if not precincts.repaired and can_copy_with_columns(alg, parameters, "PRECINCTS", "OUTPUT", context):
+        output_fields(source.fields(), new, feedback)  # (it says which input fields are replaced)
+        fids = np.array([f.id() for f in precincts.features], dtype=np.int64)
+        finite = [np.where(np.isfinite(c), c, np.nan) if np.asarray(c).dtype.kind == "f" else c for c in columns]
+        return write_copy_with_columns(alg, parameters, "PRECINCTS", "OUTPUT", context, feedback, source, fids, new,
+                                       [finite])
+    fields, keep_idx = output_fields(source.fields(), new, feedback)
+    sink, dest_id = alg.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(), source.sourceCrs())
+    if sink is None:
+        raise QgsProcessingException(alg.invalidSinkError(parameters, "OUTPUT"))
+    write_rows(sink, precincts.features, keep_idx, columns, feedback)
+    return dest_id
+
+
 class PrecinctStats(Civic311Algorithm):
     NAME = "precinctstats"
     DISPLAY_NAME = "Summarise requests by precinct"
@@ -337,19 +355,5 @@ class PrecinctStats(Civic311Algorithm):
                    np.where(summary.quintile > 0, summary.quintile, np.nan), summary.turnout, summary.top_category,
                    city_counts]
         columns += [summary.category_counts[:, j] for j in range(len(summary.category_fields))]
-        if not precincts.repaired and can_copy_with_columns(self, parameters, "PRECINCTS", "OUTPUT", context):
-            # a GeoPackage to a new GeoPackage: the precincts copied inside SQLite, the columns joined by fid
-            # (infinities NULL, as on the feature path)
-            output_fields(precinct_source.fields(), new, feedback)  # (it says which input fields are replaced)
-            fids = np.array([f.id() for f in precincts.features], dtype=np.int64)
-            finite = [np.where(np.isfinite(c), c, np.nan) if np.asarray(c).dtype.kind == "f" else c for c in columns]
-            dest_id = write_copy_with_columns(self, parameters, "PRECINCTS", "OUTPUT", context, feedback,
-                                              precinct_source, fids, new, [finite])
-        else:  # repaired geometries (written as repaired), or another format: feature by feature
-            fields, keep_idx = output_fields(precinct_source.fields(), new, feedback)
-            sink, dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields,
-                                                 precinct_source.wkbType(), precinct_source.sourceCrs())
-            if sink is None:
-                raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-            write_rows(sink, precincts.features, keep_idx, columns, feedback)
+        dest_id = write_output(self, parameters, context, feedback, precinct_source, precincts, new, columns)
         return {"OUTPUT": dest_id, "MATCHED": summary.matched, "UNMATCHED": unmatched}
