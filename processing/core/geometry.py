@@ -315,11 +315,12 @@ class PolygonLookup:
         # the labels are each run's value repeated over its length
         change = np.flatnonzero(boundary[1:] != boundary[:-1]) + 1
         begin = np.concatenate([[0], change])  # the first run is the border's corner: boundary
-        inner = begin[~boundary[begin]]
-        ix, iy = inner % (nx + 2) - 1, inner // (nx + 2) - 1
-        # int16 where the polygons allow: a grid of half the bytes, which the points' random gathers miss less
-        value = np.full(len(begin), -2, dtype=np.int16 if len(polys.ids) and polys.ids[-1] < 32_000 else np.int32)
-        value[~boundary[begin]] = polys.first_containing(x0 + (ix + 0.5) * cw, y0 + (iy + 0.5) * ch)
+        interior = ~boundary[begin]
+        ix, iy = begin[interior] % (nx + 2) - 1, begin[interior] // (nx + 2) - 1
+        # int16 where the polygons allow (edges exist, so some polygon has an index): a grid of half the bytes,
+        # which the points' random gathers miss less
+        value = np.full(len(begin), -2, dtype=np.int16 if polys.ids[-1] < 32_000 else np.int32)
+        value[interior] = polys.first_containing(x0 + (ix + 0.5) * cw, y0 + (iy + 0.5) * ch)
         self.label = label = np.repeat(value, np.diff(np.append(begin, boundary.size)))
         label.reshape(ny + 2, nx + 2)[[0, -1], :] = label.reshape(ny + 2, nx + 2)[:, [0, -1]] = -1
 
